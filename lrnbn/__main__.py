@@ -1,0 +1,3 @@
+from lrnbn.cli import app
+
+app(prog_name="lrnbn")

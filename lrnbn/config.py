@@ -1,0 +1,310 @@
+"""The config schema: every knob's type, default, valid range and help text, in one place.
+
+YAML files, `--set KEY=VALUE` overrides and the saved `config.yaml` of a run all pass through `load_config`
+(or `Config.model_validate`), so a value that is valid in one is valid in all. Everything downstream receives
+a validated `Config`, never a raw dict.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lrnbn.errors import UserError
+
+
+class ConfigError(UserError):
+    """A config value, key or file the user must fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ExperimentConfig(_Section):
+    name: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Name of the experiment; runs go to RUNS_DIR/<name>/. Letters, digits, '.', '_' and '-'.",
+    )
+    seed: int = Field(0, ge=0, description="Seed for weights, data order, augmentation and synthetic data.")
+
+
+class DataConfig(_Section):
+    dataset: Literal["cifar10", "imagefolder", "synthetic"] = Field(
+        "cifar10",
+        description="cifar10: torchvision's files under root (or an imported copy); imagefolder: what "
+        "`lrnbn data import` cached under root; synthetic: generated from the seed, no files.",
+    )
+    root: str = Field("data", description="Folder holding the dataset files (relative to the working directory).")
+    download: bool = Field(False, description="Download CIFAR-10 through torchvision when its files are absent.")
+    input_norm: bool = Field(
+        True, description="Normalise inputs with the train split's per-channel mean/std (else scale to [0, 1])."
+    )
+    augment: bool = Field(True, description="Random crop (pad 4) and horizontal flip of training batches.")
+    train_limit: Optional[int] = Field(
+        None, ge=1, description="Use the first N training images of a fixed shuffled order; null = all."
+    )
+    test_limit: Optional[int] = Field(
+        None, ge=1, description="Use the first N test images of a fixed shuffled order; null = all."
+    )
+    synthetic_train_size: int = Field(2048, ge=10, le=1_000_000, description="Synthetic dataset: training images.")
+    synthetic_test_size: int = Field(512, ge=10, le=1_000_000, description="Synthetic dataset: test images.")
+
+
+class LRNConfig(_Section):
+    size: int = Field(5, ge=1, description="LRN window n: channels summed (region across) or n x n pixels (within).")
+    alpha: float = Field(1e-4, ge=0, description="LRN scale alpha (PyTorch convention: divided by size).")
+    beta: float = Field(0.75, ge=0, description="LRN exponent beta.")
+    k: float = Field(1.0, gt=0, description="LRN additive constant k (bias).")
+    region: Literal["across", "within"] = Field(
+        "across",
+        description="across: sum over neighbouring channels; within: Caffe WITHIN_CHANNEL, an n x n spatial "
+        "window of the same channel with alpha / n^2 and k = 1.",
+    )
+
+
+class ModelConfig(_Section):
+    arch: Literal["alexnet", "cifar-full"] = Field(
+        "alexnet",
+        description="alexnet: 5 conv + 3 fully connected layers with dropout; cifar-full: Caffe's cifar10_full "
+        "(cuda-convnet '18% error') net.",
+    )
+    width: float = Field(1.0, gt=0, le=8, description="Multiplier on every layer's channel count.")
+    norm: Literal["bn", "lrn", "none"] = Field(
+        "bn", description="Normalisation at the positions where the architecture puts LRN."
+    )
+    norm_after_every_conv: bool = Field(
+        False, description="Put the normalisation after every conv layer, not only at the LRN positions."
+    )
+    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout probability before the fully connected layers (alexnet).")
+    lrn: LRNConfig = Field(default_factory=LRNConfig)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1, le=10_000, description="Training epochs.")
+    batch_size: int = Field(128, ge=1, description="Training batch size.")
+    eval_batch_size: int = Field(500, ge=1, description="Batch size for evaluation (does not affect results).")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="Optimizer.")
+    lr: float = Field(0.01, gt=0, le=10, description="Peak learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (adam/adamw: beta1).")
+    weight_decay: float = Field(5e-4, ge=0, description="Weight decay (L2 for sgd/adam, decoupled for adamw).")
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = Field(
+        "constant",
+        description="Learning-rate schedule after warm-up, stepped every batch. step: times step_gamma every "
+        "step_every epochs; cosine: to 0 at the end; onecycle: linear from lr/25 up to lr over warm-up "
+        "(30% of training when warmup_epochs is 0), then linearly down to 0.",
+    )
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up from 0 to lr over this many epochs.")
+    step_every: int = Field(10, ge=1, description="step schedule: epochs between decays.")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: factor applied at each decay.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Training device; auto picks cuda, then mps, then cpu."
+    )
+    threads: Optional[int] = Field(None, ge=1, le=1024, description="CPU threads for torch; null = torch's default.")
+    amp: bool = Field(False, description="bf16 autocast for the forward pass (CUDA only).")
+
+
+class Config(_Section):
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Keys: walking the schema by dotted path.
+
+
+def _section_at(path: tuple[str, ...]) -> type[BaseModel] | None:
+    """The schema class reached by following `path` from Config, or None if the path is not a section."""
+    model: type[BaseModel] = Config
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every leaf key of the schema, dotted, in declaration order."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += all_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _unknown_key_message(path: tuple[str, ...]) -> str:
+    dotted = ".".join(path)
+    section = _section_at(path[:-1])
+    candidates = list(section.model_fields) if section else []
+    close = difflib.get_close_matches(path[-1], candidates, n=1, cutoff=0.5)
+    if close:
+        return f"{dotted}: unknown key; did you mean {'.'.join(path[:-1] + (close[0],))}?"
+    # No close sibling: perhaps the key sits in another section (e.g. `train.norm` for `model.norm`).
+    close = difflib.get_close_matches(dotted, all_keys(), n=1, cutoff=0.6)
+    if not close:
+        close = [k for k in all_keys() if k.rsplit(".", 1)[-1] == path[-1]][:1]
+    hint = f"did you mean {close[0]}?" if close else f"valid keys here: {', '.join(candidates)}"
+    return f"{dotted}: unknown key; {hint}"
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        message = _unknown_key_message(loc)
+    else:
+        value = first.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+        message = f"{'.'.join(loc)}: {first['msg']}{shown}"
+    more = len(err.errors()) - 1
+    return f"{source}: {message}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading, overriding, dumping.
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """`model.lrn.size=10` -> (("model", "lrn", "size"), 10). Values are YAML scalars or lists."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. --set model.norm=lrn")
+    key, raw = text.split("=", 1)
+    path = tuple(key.strip().split("."))
+    if not all(path):
+        raise ConfigError(f"--set {text}: empty part in key {key!r}")
+    section = _section_at(path[:-1])
+    if section is None or path[-1] not in section.model_fields:
+        raise ConfigError(f"--set {_unknown_key_message(path)}")
+    if _section_at(path) is not None:
+        raise ConfigError(f"--set {key}: is a section; set one of its keys, e.g. {all_keys(_section_at(path), key + '.')[0]}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+    return path, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of `raw` with each `KEY=VALUE` override applied (later ones win)."""
+    result = _deep_copy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: {part} in the config file is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _deep_copy(raw: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
+    """Read a YAML file that must hold a mapping; every failure is a one-line ConfigError."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(Config.model_fields)}), got a {type(raw).__name__}")
+    return raw
+
+
+def validate(raw: dict, source: str = "config") -> Config:
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+    _check_combinations(config)
+    return config
+
+
+def _check_combinations(config: Config) -> None:
+    """Rules that involve more than one key."""
+    if config.model.norm == "lrn" and config.model.lrn.region == "within" and config.model.lrn.size % 2 == 0:
+        raise ConfigError(
+            f"model.lrn.size: region 'within' needs an odd window (Caffe WITHIN_CHANNEL), got {config.model.lrn.size}"
+        )
+    if config.train.amp and config.train.device in ("cpu", "mps"):
+        raise ConfigError(f"train.amp: bf16 autocast is supported on CUDA only, but train.device is {config.train.device}")
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Config file (or all defaults when path is None) + `--set` overrides -> validated Config."""
+    raw = read_yaml_mapping(Path(path)) if path is not None else {}
+    raw = apply_overrides(raw, list(overrides))
+    return validate(raw, source=str(path) if path is not None else "config")
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reference documentation, generated so that README cannot drift from the schema.
+
+
+def _describe_type(field) -> str:
+    annotation = field.annotation
+    text = str(annotation).replace("typing.", "")
+    if "Literal[" in text:
+        choices = text[text.index("Literal[") + 8 : text.index("]")]
+        return " \\| ".join(c.strip().strip("'") for c in choices.split(","))
+    for name in ("bool", "int", "float", "str"):
+        if text == f"<class '{name}'>":
+            return name
+        if f"Optional[{name}]" in text or f"{name} | None" in text:
+            return f"{name} or null"
+    return text
+
+
+def _describe_range(field) -> str:
+    parts = []
+    for meta in field.metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                parts.append(f"{symbol} {getattr(meta, attr)}")
+    return ", ".join(parts)
+
+
+def reference_markdown() -> str:
+    """A markdown table of every key: type/choices, default, range, help."""
+    lines = ["| key | type | default | range | help |", "|---|---|---|---|---|"]
+    defaults = Config().model_dump(mode="json")
+    for key in all_keys():
+        *sections, name = key.split(".")
+        section = _section_at(tuple(sections))
+        field = section.model_fields[name]
+        default = defaults
+        for part in key.split("."):
+            default = default[part]
+        shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+        lines.append(f"| `{key}` | {_describe_type(field)} | `{shown}` | {_describe_range(field)} | {field.description} |")
+    return "\n".join(lines) + "\n"

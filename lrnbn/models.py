@@ -1,0 +1,93 @@
+"""The networks: an AlexNet-style CNN for 32x32 inputs and Caffe's cifar10_full, with one norm factory.
+
+`model.norm` puts BN, LRN or nothing at the positions where the architecture had LRN; `norm_after_every_conv`
+adds it after the remaining conv layers too. Norm layers sit after the ReLU (AlexNet's order), so that the three
+variants differ in that one layer and nothing else.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lrnbn.config import ModelConfig
+from lrnbn.lrn import make_lrn
+
+
+def make_norm(cfg: ModelConfig, channels: int) -> nn.Module:
+    if cfg.norm == "bn":
+        return nn.BatchNorm2d(channels)
+    if cfg.norm == "lrn":
+        return make_lrn(cfg.lrn)
+    return nn.Identity()
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+def alexnet(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """AlexNet's layout shrunk for 32x32: conv 64-192-384-256-256 (5x5, 5x5, then 3x3), overlapping 3x3/2 max
+    pools after conv1, conv2 and conv5, then three fully connected layers (1024-1024-classes) with dropout.
+    Norm after the ReLU of conv1 and conv2, before their pools, as in the original."""
+    c1, c2, c3, c4, c5 = (_scaled(c, cfg.width) for c in (64, 192, 384, 256, 256))
+    hidden = _scaled(1024, cfg.width)
+    every = cfg.norm_after_every_conv
+
+    def block(cin, cout, kernel, norm, pool):
+        layers = [nn.Conv2d(cin, cout, kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
+        layers += [make_norm(cfg, cout)] if norm else []
+        layers += [nn.MaxPool2d(3, stride=2, padding=1)] if pool else []
+        return layers
+
+    features = nn.Sequential(
+        *block(3, c1, 5, norm=True, pool=True),
+        *block(c1, c2, 5, norm=True, pool=True),
+        *block(c2, c3, 3, norm=every, pool=False),
+        *block(c3, c4, 3, norm=every, pool=False),
+        *block(c4, c5, 3, norm=every, pool=True),
+        nn.AdaptiveAvgPool2d(4),  # identity for 32x32 inputs; lets other image sizes through
+    )
+    classifier = nn.Sequential(
+        nn.Flatten(),
+        nn.Dropout(cfg.dropout),
+        nn.Linear(c5 * 16, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(cfg.dropout),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, num_classes),
+    )
+    return nn.Sequential(features, classifier)
+
+
+def cifar_full(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """Caffe's examples/cifar10 `cifar10_full` (after cuda-convnet's '18% error' net): conv 32-32-64 5x5,
+    pool 3x3/2 (max, then average; Caffe rounds pool output sizes up), norm after the first two pooling
+    stages, one linear layer. Caffe's order is conv-pool-relu-norm for the first stage, conv-relu-pool-norm after."""
+    c1, c2, c3 = (_scaled(c, cfg.width) for c in (32, 32, 64))
+    every = cfg.norm_after_every_conv
+    return nn.Sequential(
+        nn.Sequential(
+            nn.Conv2d(3, c1, 5, padding=2), nn.MaxPool2d(3, stride=2, ceil_mode=True), nn.ReLU(inplace=True),
+            make_norm(cfg, c1),
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), nn.AvgPool2d(3, stride=2, ceil_mode=True),
+            make_norm(cfg, c2),
+            nn.Conv2d(c2, c3, 5, padding=2), nn.ReLU(inplace=True), nn.AvgPool2d(3, stride=2, ceil_mode=True),
+            *([make_norm(cfg, c3)] if every else []),
+            nn.AdaptiveAvgPool2d(4),
+        ),
+        nn.Sequential(nn.Flatten(), nn.Linear(c3 * 16, num_classes)),
+    )
+
+
+ARCHITECTURES = {"alexnet": alexnet, "cifar-full": cifar_full}
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    return ARCHITECTURES[cfg.arch](cfg, num_classes)
+
+
+def count_parameters(model: nn.Module) -> dict:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    norm = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    return {"trainable": trainable, "norm_trainable": norm}

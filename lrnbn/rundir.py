@@ -1,0 +1,114 @@
+"""The run directory: the only module that knows its file names.
+
+RUNS_DIR/<experiment>/<YYYYmmdd-HHMMSS>-<6 hex>/
+  config.yaml    the resolved config, every default filled in (loads back through the schema)
+  env.json       versions, device, threads, host, git commit, dataset identity
+  metrics.jsonl  one JSON object per finished epoch, each line written whole and flushed
+  summary.json   status (running | completed | diverged | failed | interrupted) and final figures
+
+Whole files are written atomically (temp file, fsync, rename) so a reader never sees half of one. Readers need
+nothing but this module and the files, so tables and plots can be rebuilt on another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+from lrnbn.errors import UserError
+
+CONFIG_FILE = "config.yaml"
+ENV_FILE = "env.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, runs_dir: Path, experiment: str) -> "RunDir":
+        """A new, empty, uniquely named run directory."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        parent = Path(runs_dir) / experiment
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            path = parent / f"{stamp}-{secrets.token_hex(3)}"
+            path.mkdir()
+        except OSError as exc:
+            raise UserError(f"cannot create a run directory under {runs_dir}: {exc.strerror or exc}") from None
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # Writing -------------------------------------------------------------------------------------------------
+
+    def write_config(self, config_yaml: str) -> None:
+        atomic_write_text(self.path / CONFIG_FILE, config_yaml)
+
+    def write_env(self, env: dict) -> None:
+        atomic_write_text(self.path / ENV_FILE, _json(env))
+
+    def write_summary(self, summary: dict) -> None:
+        assert summary.get("status") in STATUSES, summary.get("status")
+        atomic_write_text(self.path / SUMMARY_FILE, _json(summary))
+
+    def append_metrics(self, record: dict) -> None:
+        # One write call per line, flushed and synced: a crash leaves at most a truncated last line.
+        with open(self.path / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    # Reading -------------------------------------------------------------------------------------------------
+
+    def read_config_text(self) -> str:
+        return (self.path / CONFIG_FILE).read_text()
+
+    def read_env(self) -> dict:
+        return json.loads((self.path / ENV_FILE).read_text())
+
+    def read_summary(self) -> dict:
+        return json.loads((self.path / SUMMARY_FILE).read_text())
+
+    def read_metrics(self) -> tuple[list[dict], bool]:
+        """The per-epoch records, and whether a truncated last line was dropped."""
+        path = self.path / METRICS_FILE
+        if not path.exists():
+            return [], False
+        lines = path.read_text().split("\n")
+        records, truncated = [], False
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                # Every whole line ends with a newline, so only the final piece can have been cut short by a crash.
+                if number != len(lines):
+                    raise ValueError(f"{path}: line {number} is not valid JSON") from None
+                truncated = True
+        return records, truncated
+
+    def is_run(self) -> bool:
+        return (self.path / CONFIG_FILE).is_file() and (self.path / SUMMARY_FILE).is_file()

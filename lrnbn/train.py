@@ -1,0 +1,322 @@
+"""One training run: seed, load data, build, loop over epochs, time the training phase honestly, log to disk.
+
+Flow: Config -> device, dataset (uint8 on device) and model -> epochs of (train, evaluate) -> RunDir files.
+Everything that can be wrong with the user's input is checked before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import lrnbn
+from lrnbn.config import Config, TrainConfig, dump_config
+from lrnbn.data import Dataset, DeviceSplit, input_stats, load_dataset
+from lrnbn.errors import UserError
+from lrnbn.models import build_model, count_parameters
+from lrnbn.rundir import RunDir
+
+EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130}
+
+
+@dataclass
+class RunResult:
+    run_dir: RunDir
+    summary: dict
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.summary["status"], 1)
+
+
+class NullView:
+    """The display interface the loop reports to; this one shows nothing (library use, tests)."""
+
+    def start(self, run_dir: RunDir, config: Config, dataset: Dataset, device: torch.device) -> None: ...
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step(self, done: int, loss: float, acc: float, images_per_s: float) -> None: ...
+    def epoch_done(self, record: dict) -> None: ...
+    def finished(self, records: list[dict], summary: dict) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Set-up.
+
+
+def resolve_device(name: str) -> torch.device:
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise UserError("train.device: cuda requested but torch sees no CUDA device; use train.device: cpu or auto")
+    if name == "mps" and not mps:
+        raise UserError("train.device: mps requested but this torch build or machine has no MPS; use cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    betas = (cfg.momentum, 0.999)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
+    """Multiplier on cfg.lr for optimizer step `step` (0-based); see TrainConfig.schedule for the shapes."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        rise = cfg.warmup_epochs * steps_per_epoch or 0.3 * total
+        if step < rise:
+            return 1 / 25 + (1 - 1 / 25) * step / rise
+        return max(0.0, (total - step) / max(1.0, total - rise))
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** (step // steps_per_epoch // cfg.step_every)
+    if cfg.schedule == "cosine":
+        progress = (step - warmup) / max(1.0, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+def _git_state() -> dict | None:
+    here = Path(lrnbn.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=5)
+        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+    return platform.processor() or device.type
+
+
+def environment(device: torch.device, dataset: Dataset, mean: list[float], std: list[float], model) -> dict:
+    return {
+        "lrnbn": lrnbn.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "device": {"type": device.type, "name": _device_name(device)},
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "git": _git_state(),
+        "command": sys.argv,
+        "dataset": {**dataset.describe(), "input_mean": mean, "input_std": std},
+        "model": count_parameters(model),
+    }
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@contextmanager
+def _stop_requests():
+    """Ctrl-C and SIGTERM set a flag that the loop checks every step, so a run stops between steps, cleanly."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: requested.set())
+    try:
+        yield requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop.
+
+
+class _Stopped(Exception):
+    def __init__(self, status: str, step: int):
+        self.status, self.step = status, step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def train_epoch(model, split: DeviceSplit, optimizer, scheduler, cfg: Config, generator, device, stop, view) -> dict:
+    """One pass over the training split. Raises _Stopped on a non-finite loss or a stop request."""
+    model.train()
+    steps = split.steps_per_epoch(cfg.train.batch_size)
+    # Running sums stay on the device; they are read (a sync) only every `report_every` steps.
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+    report_every = max(1, steps // 20)
+    lr = optimizer.param_groups[0]["lr"]
+    _sync(device)
+    start = time.perf_counter()
+    for step, (images, labels) in enumerate(split.train_batches(cfg.train.batch_size, generator, cfg.data.augment)):
+        with _autocast(device, cfg.train.amp):
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
+        loss_sum += loss.detach()
+        correct += (logits.argmax(1) == labels).sum()
+        if (step + 1) % report_every == 0 or step + 1 == steps:
+            if first_bad_step.item() >= 0:
+                raise _Stopped("diverged", int(first_bad_step))
+            seen = (step + 1) * cfg.train.batch_size
+            view.step(step + 1, loss_sum.item() / (step + 1), correct.item() / seen, seen / (time.perf_counter() - start))
+        if stop.is_set():
+            raise _Stopped("interrupted", step + 1)
+    _sync(device)
+    epoch_time = time.perf_counter() - start
+    images = steps * cfg.train.batch_size
+    return {
+        "train_loss": loss_sum.item() / steps,
+        "train_acc": correct.item() / images,
+        "epoch_time_s": epoch_time,
+        "images_per_s": images / epoch_time,
+        "lr": lr,
+    }
+
+
+@torch.inference_mode()
+def evaluate(model, split: DeviceSplit, batch_size: int, amp: bool, device) -> dict:
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    start = time.perf_counter()
+    for images, labels in split.eval_batches(batch_size):
+        with _autocast(device, amp):
+            logits = model(images).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    test_loss, test_acc = loss_sum.item() / len(split), correct.item() / len(split)  # .item() syncs the device
+    return {"test_loss": test_loss, "test_acc": test_acc, "eval_time_s": time.perf_counter() - start}
+
+
+def run_training(config: Config, runs_dir: Path, view=NullView()) -> RunResult:
+    seed = config.experiment.seed
+    device = resolve_device(config.train.device)
+    if config.train.amp and device.type != "cuda":
+        raise UserError(f"train.amp: bf16 autocast is supported on CUDA only, but the device is {device.type}")
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    dataset = load_dataset(config.data, seed)
+    if config.train.batch_size > len(dataset.train):
+        raise UserError(f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images")
+    mean, std = input_stats(dataset.train, config.data.input_norm)
+    train_split = DeviceSplit(dataset.train, device, mean, std)
+    test_split = DeviceSplit(dataset.test, device, mean, std)
+
+    seed_everything(seed)
+    model = build_model(config.model, len(dataset.classes)).to(device)
+    optimizer = make_optimizer(model, config.train)
+    steps_per_epoch = train_split.steps_per_epoch(config.train.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config.train, steps_per_epoch))
+    data_generator = torch.Generator().manual_seed(seed)
+
+    run = RunDir.create(runs_dir, config.experiment.name)
+    started = time.perf_counter()
+    summary = {"status": "running", "started_at": _now(), "epochs_planned": config.train.epochs, "epochs_done": 0}
+    records: list[dict] = []
+    try:
+        run.write_config(dump_config(config))
+        run.write_env(environment(device, dataset, mean, std, model))
+        run.write_summary(summary)
+        view.start(run, config, dataset, device)
+        with _stop_requests() as stop:
+            for epoch in range(1, config.train.epochs + 1):
+                view.epoch_started(epoch, config.train.epochs, steps_per_epoch)
+                try:
+                    trained = train_epoch(model, train_split, optimizer, scheduler, config, data_generator, device, stop, view)
+                except _Stopped as stopped:
+                    summary.update(status=stopped.status, stopped_at={"epoch": epoch, "step": stopped.step})
+                    break
+                evaluated = evaluate(model, test_split, config.train.eval_batch_size, config.train.amp, device)
+                record = {"epoch": epoch, **trained, **evaluated, "steps": epoch * steps_per_epoch}
+                run.append_metrics(record)
+                records.append(record)
+                view.epoch_done(record)
+                summary["epochs_done"] = epoch
+                if stop.is_set():
+                    summary.update(status="interrupted", stopped_at={"epoch": epoch + 1, "step": 0})
+                    break
+            else:
+                summary["status"] = "completed"
+    except BaseException as exc:
+        summary.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
+                       error=f"{exc.__class__.__name__}: {exc}")
+        _finish(run, summary, records, started)
+        raise
+    _finish(run, summary, records, started)
+    view.finished(records, summary)
+    return RunResult(run, summary)
+
+
+def _finish(run: RunDir, summary: dict, records: list[dict], started: float) -> None:
+    test_accs = [r["test_acc"] for r in records]
+    summary.update(
+        final_test_acc=test_accs[-1] if test_accs else None,
+        best_test_acc=max(test_accs) if test_accs else None,
+        best_epoch=records[test_accs.index(max(test_accs))]["epoch"] if test_accs else None,
+        total_train_time_s=sum(r["epoch_time_s"] for r in records),
+        total_eval_time_s=sum(r["eval_time_s"] for r in records),
+        wall_time_s=time.perf_counter() - started,
+        finished_at=_now(),
+    )
+    run.write_summary(summary)
