@@ -36,9 +36,11 @@ class RichView:
                              stats=f"loss {loss:.3f} acc {100 * acc:.1f}% {images_per_s:.0f} img/s")
 
     def epoch_done(self, record: dict) -> None:
-        self.progress.update(self.task, stats=(
-            f"loss {record['train_loss']:.3f} acc {100 * record['train_acc']:.1f}% "
-            f"{record['images_per_s']:.0f} img/s | test acc {100 * record['test_acc']:.1f}%"))
+        stats = (f"loss {record['train_loss']:.3f} acc {100 * record['train_acc']:.1f}% "
+                 f"{record['images_per_s']:.0f} img/s | test acc {100 * record['test_acc']:.1f}%")
+        self.progress.update(self.task, stats=stats)
+        if not self.console.is_terminal:  # a log file gets no live bars: leave one line per epoch instead
+            self.console.print(f"epoch {record['epoch']}: {stats} | {record['epoch_time_s']:.1f} s")
 
     def finished(self, records: list[dict], summary: dict) -> None:
         if self.progress is not None:

@@ -217,7 +217,7 @@ def train_epoch(model, split: DeviceSplit, optimizer, scheduler, cfg: Config, ge
         correct += (logits.argmax(1) == labels).sum()
         if (step + 1) % report_every == 0 or step + 1 == steps:
             if first_bad_step.item() >= 0:
-                raise _Stopped("diverged", int(first_bad_step))
+                raise _Stopped("diverged", int(first_bad_step) + 1)
             seen = (step + 1) * cfg.train.batch_size
             view.step(step + 1, loss_sum.item() / (step + 1), correct.item() / seen, seen / (time.perf_counter() - start))
         if stop.is_set():
