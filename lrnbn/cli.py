@@ -48,14 +48,20 @@ def train(
     set_: Optional[List[str]] = SetOption,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories are created."),
     name: Optional[str] = typer.Option(None, "--name", help="Experiment name (same as --set experiment.name=NAME)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
 ) -> None:
-    """Train one model and write its run directory."""
+    """Train one model and write its run directory (or continue one with --resume)."""
     from lrnbn.config import load_config
     from lrnbn.console import RichView
-    from lrnbn.train import run_training
+    from lrnbn.train import resume_training, run_training
 
     overrides = list(set_ or []) + ([f"experiment.name={name}"] if name is not None else [])
-    result = run_training(load_config(config, overrides), runs_dir, view=RichView())
+    if resume is not None:
+        if config is not None:
+            raise UserError("--resume uses the run's saved config; drop --config")
+        result = resume_training(resume, overrides, view=RichView())
+    else:
+        result = run_training(load_config(config, overrides), runs_dir, view=RichView())
     typer.echo(f"{result.summary['status']}: {result.run_dir.path}")
     raise typer.Exit(result.exit_code)
 

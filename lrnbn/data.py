@@ -411,11 +411,19 @@ class DeviceSplit:
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self) // batch_size
 
-    def train_batches(self, batch_size: int, generator: torch.Generator, augment: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled full batches (the remainder is dropped so that every batch has batch_size images)."""
+    def train_batches(self, batch_size: int, generator: torch.Generator, augment: bool,
+                      start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled full batches (the remainder is dropped so that every batch has batch_size images).
+
+        With `generator` in its state at the start of an epoch, start_step > 0 resumes mid-epoch: the skipped
+        batches still draw their random numbers, so the rest of the epoch is what it would have been."""
         order = torch.randperm(len(self), generator=generator).to(self.device)
         for step in range(self.steps_per_epoch(batch_size)):
             index = order[step * batch_size : (step + 1) * batch_size]
+            if step < start_step:
+                if augment:
+                    self._augmentation_draws(batch_size, generator)
+                continue
             images = self.images[index]
             if augment:
                 images = self._crop_flip(images, generator)
@@ -428,11 +436,15 @@ class DeviceSplit:
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         return images.float() * self.scale + self.shift
 
+    def _augmentation_draws(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        offsets = torch.randint(0, 2 * self.PAD + 1, (2, n), generator=generator)
+        flip = torch.rand(n, generator=generator) < 0.5
+        return offsets.to(self.device), flip.to(self.device)
+
     def _crop_flip(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, c, h, w = images.shape
         pad = self.PAD
-        offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(self.device)
-        flip = (torch.rand(n, generator=generator) < 0.5).to(self.device)
+        offsets, flip = self._augmentation_draws(n, generator)
         padded = F.pad(images, (pad, pad, pad, pad))
         rows = offsets[0, :, None] + torch.arange(h, device=self.device)
         cols = offsets[1, :, None] + torch.arange(w, device=self.device)

@@ -5,6 +5,8 @@ RUNS_DIR/<experiment>/<YYYYmmdd-HHMMSS>-<6 hex>/
   env.json       versions, device, threads, host, git commit, dataset identity
   metrics.jsonl  one JSON object per finished epoch, each line written whole and flushed
   summary.json   status (running | completed | diverged | failed | interrupted) and final figures
+  checkpoint.pt  the last checkpoint: model, optimizer, scheduler, position in the run, RNG states, metrics so far
+  .lock          held (flock) by the process training the run, so that no second process trains it at once
 
 Whole files are written atomically (temp file, fsync, rename) so a reader never sees half of one. Readers need
 nothing but this module and the files, so tables and plots can be rebuilt on another machine.
@@ -12,10 +14,12 @@ nothing but this module and the files, so tables and plots can be rebuilt on ano
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from lrnbn.errors import UserError
@@ -24,17 +28,29 @@ CONFIG_FILE = "config.yaml"
 ENV_FILE = "env.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOCK_FILE = ".lock"
 
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write(path: Path, write) -> None:
+    """Write through `write(file)` into a temp file beside `path`, fsync it, and rename it over `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _json(obj) -> str:
@@ -79,6 +95,36 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def rewrite_metrics(self, records: list[dict]) -> None:
+        """Replace metrics.jsonl by exactly these records (on resume: the checkpoint's, so none is lost or doubled)."""
+        atomic_write_text(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+
+    def save_checkpoint(self, state: dict) -> None:
+        import torch
+
+        _atomic_write(self.path / CHECKPOINT_FILE, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self, map_location) -> dict | None:
+        import torch
+
+        path = self.path / CHECKPOINT_FILE
+        return torch.load(path, map_location=map_location, weights_only=True) if path.exists() else None
+
+    @contextmanager
+    def lock(self):
+        """Hold the run's lock for the duration; a second holder gets a UserError instead of waiting."""
+        with open(self.path / LOCK_FILE, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                raise UserError(f"{self.path} is being trained by another process (pid {f.read().strip() or '?'})") from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            yield
 
     # Reading -------------------------------------------------------------------------------------------------
 

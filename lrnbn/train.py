@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -28,11 +28,11 @@ import torch.nn.functional as F
 import torchvision
 
 import lrnbn
-from lrnbn.config import Config, TrainConfig, dump_config
+from lrnbn.config import Config, TrainConfig, all_keys, dump_config, load_config
 from lrnbn.data import Dataset, DeviceSplit, input_stats, load_dataset
 from lrnbn.errors import UserError
 from lrnbn.models import build_model, count_parameters
-from lrnbn.rundir import RunDir
+from lrnbn.rundir import CONFIG_FILE, SUMMARY_FILE, RunDir
 
 EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130}
 
@@ -177,6 +177,19 @@ def _stop_requests():
 # The loop.
 
 
+@dataclass
+class Position:
+    """Where a run stands: what a checkpoint captures beyond the model and optimizer, and what resume restores."""
+
+    epoch: int = 1  # the epoch in progress, 1-based
+    step: int = 0  # steps of it already done
+    loss_sum: float = 0.0  # running sums of the epoch in progress
+    correct: int = 0
+    elapsed: float = 0.0  # training-phase seconds of the epoch in progress
+    epoch_generator_state: torch.Tensor | None = None  # the data generator at the start of the epoch in progress
+    records: list = field(default_factory=list)  # metrics of the finished epochs
+
+
 class _Stopped(Exception):
     def __init__(self, status: str, step: int):
         self.status, self.step = status, step
@@ -191,19 +204,23 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def train_epoch(model, split: DeviceSplit, optimizer, scheduler, cfg: Config, generator, device, stop, view) -> dict:
-    """One pass over the training split. Raises _Stopped on a non-finite loss or a stop request."""
+def train_epoch(model, split: DeviceSplit, optimizer, scheduler, cfg: Config, generator, device, stop, view,
+                position: Position) -> dict:
+    """Train from `position` to the end of its epoch, keeping position's step and sums current.
+
+    Raises _Stopped on a non-finite loss (position then holds the last finite step) or a stop request."""
     model.train()
     steps = split.steps_per_epoch(cfg.train.batch_size)
     # Running sums stay on the device; they are read (a sync) only every `report_every` steps.
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
+    loss_sum = torch.tensor(position.loss_sum, device=device, dtype=torch.float64)
+    correct = torch.tensor(position.correct, device=device, dtype=torch.int64)
     first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
     report_every = max(1, steps // 20)
     lr = optimizer.param_groups[0]["lr"]
     _sync(device)
-    start = time.perf_counter()
-    for step, (images, labels) in enumerate(split.train_batches(cfg.train.batch_size, generator, cfg.data.augment)):
+    start = time.perf_counter() - position.elapsed
+    batches = split.train_batches(cfg.train.batch_size, generator, cfg.data.augment, start_step=position.step)
+    for step, (images, labels) in enumerate(batches, start=position.step):
         with _autocast(device, cfg.train.amp):
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels)
@@ -221,6 +238,9 @@ def train_epoch(model, split: DeviceSplit, optimizer, scheduler, cfg: Config, ge
             seen = (step + 1) * cfg.train.batch_size
             view.step(step + 1, loss_sum.item() / (step + 1), correct.item() / seen, seen / (time.perf_counter() - start))
         if stop.is_set():
+            _sync(device)
+            position.step, position.loss_sum, position.correct = step + 1, loss_sum.item(), correct.item()
+            position.elapsed = time.perf_counter() - start
             raise _Stopped("interrupted", step + 1)
     _sync(device)
     epoch_time = time.perf_counter() - start
@@ -249,51 +269,169 @@ def evaluate(model, split: DeviceSplit, batch_size: int, amp: bool, device) -> d
     return {"test_loss": test_loss, "test_acc": test_acc, "eval_time_s": time.perf_counter() - start}
 
 
+@dataclass
+class Trainer:
+    """Everything built from a config, ready to train: the same for a new run and a resumed one."""
+
+    config: Config
+    device: torch.device
+    dataset: Dataset
+    mean: list[float]
+    std: list[float]
+    train_split: DeviceSplit
+    test_split: DeviceSplit
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    data_generator: torch.Generator
+
+    @classmethod
+    def build(cls, config: Config) -> "Trainer":
+        """Check the config against this machine and the data, then build; raises UserError before any write."""
+        seed = config.experiment.seed
+        device = resolve_device(config.train.device)
+        if config.train.amp and device.type != "cuda":
+            raise UserError(f"train.amp: bf16 autocast is supported on CUDA only, but the device is {device.type}")
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        dataset = load_dataset(config.data, seed)
+        if config.train.batch_size > len(dataset.train):
+            raise UserError(f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images")
+        mean, std = input_stats(dataset.train, config.data.input_norm)
+        train_split = DeviceSplit(dataset.train, device, mean, std)
+        seed_everything(seed)
+        model = build_model(config.model, len(dataset.classes)).to(device)
+        optimizer = make_optimizer(model, config.train)
+        steps = train_split.steps_per_epoch(config.train.batch_size)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config.train, steps))
+        return cls(config, device, dataset, mean, std, train_split, DeviceSplit(dataset.test, device, mean, std),
+                   model, optimizer, scheduler, torch.Generator().manual_seed(seed))
+
+    def checkpoint(self, position: Position) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            # bf16 autocast needs no gradient scaler, so there is no scaler state to keep.
+            "position": {**position.__dict__},
+            "rng": {
+                "python": random.getstate(),
+                "numpy": _numpy_state_to_torch(np.random.get_state()),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "data": self.data_generator.get_state(),
+            },
+        }
+
+    def restore(self, state: dict) -> Position:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(_numpy_state_from_torch(rng["numpy"]))
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        position = Position(**state["position"])
+        self.data_generator.set_state(position.epoch_generator_state)
+        return position
+
+
+def _numpy_state_to_torch(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached
+
+
+def _numpy_state_from_torch(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached
+
+
 def run_training(config: Config, runs_dir: Path, view=NullView()) -> RunResult:
-    seed = config.experiment.seed
-    device = resolve_device(config.train.device)
-    if config.train.amp and device.type != "cuda":
-        raise UserError(f"train.amp: bf16 autocast is supported on CUDA only, but the device is {device.type}")
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    dataset = load_dataset(config.data, seed)
-    if config.train.batch_size > len(dataset.train):
-        raise UserError(f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images")
-    mean, std = input_stats(dataset.train, config.data.input_norm)
-    train_split = DeviceSplit(dataset.train, device, mean, std)
-    test_split = DeviceSplit(dataset.test, device, mean, std)
-
-    seed_everything(seed)
-    model = build_model(config.model, len(dataset.classes)).to(device)
-    optimizer = make_optimizer(model, config.train)
-    steps_per_epoch = train_split.steps_per_epoch(config.train.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config.train, steps_per_epoch))
-    data_generator = torch.Generator().manual_seed(seed)
-
+    """Start a new run."""
+    trainer = Trainer.build(config)
     run = RunDir.create(runs_dir, config.experiment.name)
-    started = time.perf_counter()
     summary = {"status": "running", "started_at": _now(), "epochs_planned": config.train.epochs, "epochs_done": 0}
-    records: list[dict] = []
-    try:
+    with run.lock():
         run.write_config(dump_config(config))
-        run.write_env(environment(device, dataset, mean, std, model))
+        run.write_env(environment(trainer.device, trainer.dataset, trainer.mean, trainer.std, trainer.model))
+        return _train(trainer, run, Position(), summary, view)
+
+
+# Keys a resume may change: where the data is and how evaluation is batched; neither changes the trajectory.
+RESUMABLE_KEYS = {"data.root", "data.download", "train.eval_batch_size"}
+
+
+def resume_training(path: Path, overrides: list[str], view=NullView()) -> RunResult:
+    """Continue a run from its last checkpoint, with its saved config."""
+    run = RunDir(path)
+    if not run.is_run():
+        raise UserError(f"{path} is not a run directory (it lacks {CONFIG_FILE} or {SUMMARY_FILE})")
+    saved = load_config(path / CONFIG_FILE)
+    config = load_config(path / CONFIG_FILE, overrides)
+    changed = [key for key in all_keys() if _get(saved, key) != _get(config, key) and key not in RESUMABLE_KEYS]
+    if changed:
+        raise UserError(f"--set {changed[0]}: a resumed run keeps its config (only {', '.join(sorted(RESUMABLE_KEYS))} "
+                        f"may change); start a new run instead")
+    with run.lock():
+        summary = run.read_summary()
+        if summary["status"] == "completed":
+            return RunResult(run, summary)
+        trainer = Trainer.build(config)
+        recorded = run.read_env()["dataset"]["fingerprint"]
+        if trainer.dataset.fingerprint() != recorded:
+            raise UserError(f"the dataset differs from the one the run started with (fingerprint "
+                            f"{trainer.dataset.fingerprint()}, recorded {recorded})")
+        state = run.load_checkpoint(map_location=trainer.device)
+        # No checkpoint: it stopped inside its first epoch, so the freshly built trainer is where it began.
+        position = trainer.restore(state) if state else Position()
+        run.rewrite_metrics(position.records)
+        summary = {k: v for k, v in summary.items() if k not in ("stopped_at", "error")}
+        summary.update(status="running", epochs_done=len(position.records))
+        summary.setdefault("resumed", []).append({"at": _now(), "epoch": position.epoch, "step": position.step})
+        return _train(trainer, run, position, summary, view)
+
+
+def _get(config: Config, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, view) -> RunResult:
+    config = trainer.config
+    started = time.perf_counter()
+    try:
         run.write_summary(summary)
-        view.start(run, config, dataset, device)
+        view.start(run, config, trainer.dataset, trainer.device)
         with _stop_requests() as stop:
-            for epoch in range(1, config.train.epochs + 1):
-                view.epoch_started(epoch, config.train.epochs, steps_per_epoch)
+            while position.epoch <= config.train.epochs:
+                epoch = position.epoch
+                if position.step == 0:
+                    position.epoch_generator_state = trainer.data_generator.get_state()
+                view.epoch_started(epoch, config.train.epochs, trainer.train_split.steps_per_epoch(config.train.batch_size))
                 try:
-                    trained = train_epoch(model, train_split, optimizer, scheduler, config, data_generator, device, stop, view)
+                    trained = train_epoch(trainer.model, trainer.train_split, trainer.optimizer, trainer.scheduler,
+                                          config, trainer.data_generator, trainer.device, stop, view, position)
                 except _Stopped as stopped:
                     summary.update(status=stopped.status, stopped_at={"epoch": epoch, "step": stopped.step})
+                    if stopped.status == "interrupted":
+                        run.save_checkpoint(trainer.checkpoint(position))
                     break
-                evaluated = evaluate(model, test_split, config.train.eval_batch_size, config.train.amp, device)
-                record = {"epoch": epoch, **trained, **evaluated, "steps": epoch * steps_per_epoch}
+                evaluated = evaluate(trainer.model, trainer.test_split, config.train.eval_batch_size, config.train.amp,
+                                     trainer.device)
+                record = {"epoch": epoch, **trained, **evaluated,
+                          "steps": epoch * trainer.train_split.steps_per_epoch(config.train.batch_size)}
+                position = Position(epoch=epoch + 1, records=position.records + [record],
+                                    epoch_generator_state=trainer.data_generator.get_state())
+                # Checkpoint first: it holds the records, and resume rewrites metrics.jsonl from it.
+                run.save_checkpoint(trainer.checkpoint(position))
                 run.append_metrics(record)
-                records.append(record)
                 view.epoch_done(record)
                 summary["epochs_done"] = epoch
-                if stop.is_set():
+                if stop.is_set() and epoch < config.train.epochs:
                     summary.update(status="interrupted", stopped_at={"epoch": epoch + 1, "step": 0})
                     break
             else:
@@ -301,10 +439,10 @@ def run_training(config: Config, runs_dir: Path, view=NullView()) -> RunResult:
     except BaseException as exc:
         summary.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
                        error=f"{exc.__class__.__name__}: {exc}")
-        _finish(run, summary, records, started)
+        _finish(run, summary, position.records, started)
         raise
-    _finish(run, summary, records, started)
-    view.finished(records, summary)
+    _finish(run, summary, position.records, started)
+    view.finished(position.records, summary)
     return RunResult(run, summary)
 
 
@@ -316,7 +454,7 @@ def _finish(run: RunDir, summary: dict, records: list[dict], started: float) -> 
         best_epoch=records[test_accs.index(max(test_accs))]["epoch"] if test_accs else None,
         total_train_time_s=sum(r["epoch_time_s"] for r in records),
         total_eval_time_s=sum(r["eval_time_s"] for r in records),
-        wall_time_s=time.perf_counter() - started,
+        wall_time_s=summary.get("wall_time_s", 0.0) + time.perf_counter() - started,
         finished_at=_now(),
     )
     run.write_summary(summary)

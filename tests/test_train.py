@@ -28,7 +28,8 @@ def run(tmp_path, overrides: dict) -> RunDir:
 def test_synthetic_run_learns_well_above_chance_and_leaves_a_complete_run_directory(tmp_path):
     run_dir = run(tmp_path, LEARNS)
     assert run_dir.path.parent == tmp_path / "runs" / "tiny"
-    assert sorted(p.name for p in run_dir.path.iterdir()) == ["config.yaml", "env.json", "metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in run_dir.path.iterdir()) == [
+        ".lock", "checkpoint.pt", "config.yaml", "env.json", "metrics.jsonl", "summary.json"]
 
     config = Config.model_validate(yaml.safe_load(run_dir.read_config_text()))
     assert config == validate(merged(TINY, LEARNS))
