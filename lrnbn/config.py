@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lrnbn.errors import UserError
+from lrnbn.lrn import LRNParameterError, canonical
 
 
 class ConfigError(UserError):
@@ -57,15 +58,43 @@ class DataConfig(_Section):
 
 
 class LRNConfig(_Section):
-    size: int = Field(5, ge=1, description="LRN window n: channels summed (region across) or n x n pixels (within).")
-    alpha: float = Field(1e-4, ge=0, description="LRN scale alpha (PyTorch convention: divided by size).")
-    beta: float = Field(0.75, ge=0, description="LRN exponent beta.")
-    k: float = Field(1.0, gt=0, description="LRN additive constant k (bias).")
+    convention: Literal["pytorch", "tensorflow", "caffe", "cudnn", "onnx", "alexnet-paper"] = Field(
+        "pytorch",
+        description="Whose parameters size/alpha/beta/k are (see LRN-CONVENTIONS.md): pytorch and onnx and cudnn divide "
+        "alpha by size; tensorflow and alexnet-paper do not; caffe divides by size (across) or size^2 (within).",
+    )
+    size: int = Field(
+        5, ge=1,
+        description="Window n: channels summed (across) or n x n pixels (within). tensorflow: the window 2r+1 "
+        "(odd), or give depth_radius instead. caffe, tensorflow, alexnet-paper: odd only; cudnn: 1..16.",
+    )
+    depth_radius: Optional[int] = Field(
+        None, ge=0, description="tensorflow only: its depth_radius r, the same as size 2r+1."
+    )
+    alpha: float = Field(1e-4, ge=0, description="Scale alpha, in the convention's own meaning.")
+    beta: float = Field(0.75, ge=0, description="Exponent beta.")
+    k: float = Field(1.0, gt=0, description="Additive constant k (tensorflow's and onnx's bias, cudnn's K).")
     region: Literal["across", "within"] = Field(
         "across",
-        description="across: sum over neighbouring channels; within: Caffe WITHIN_CHANNEL, an n x n spatial "
-        "window of the same channel with alpha / n^2 and k = 1.",
+        description="across: neighbouring channels; within: Caffe's WITHIN_CHANNEL (convention caffe only), an n x n "
+        "spatial window of the same channel with k = 1.",
     )
+    impl: Literal["torch", "fast"] = Field(
+        "torch",
+        description="torch: PyTorch's stock LRN (cost grows with size; what the note timed); fast: lrnbn's banded "
+        "sum with a hand-written backward (cost independent of size). Same numbers.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _depth_radius_sets_size(cls, data):
+        if isinstance(data, dict) and data.get("depth_radius") is not None and isinstance(data["depth_radius"], int):
+            size = 2 * data["depth_radius"] + 1
+            if data.get("size", size) != size:
+                raise ValueError(f"size {data['size']} disagrees with depth_radius {data['depth_radius']} "
+                                 f"(window 2r+1 = {size}); give one of them")
+            data = {**data, "size": size}
+        return data
 
 
 class ModelConfig(_Section):
@@ -147,15 +176,12 @@ def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
 def _unknown_key_message(path: tuple[str, ...]) -> str:
     dotted = ".".join(path)
     section = _section_at(path[:-1])
-    candidates = list(section.model_fields) if section else []
-    close = difflib.get_close_matches(path[-1], candidates, n=1, cutoff=0.5)
-    if close:
-        return f"{dotted}: unknown key; did you mean {'.'.join(path[:-1] + (close[0],))}?"
-    # No close sibling: perhaps the key sits in another section (e.g. `train.norm` for `model.norm`).
-    close = difflib.get_close_matches(dotted, all_keys(), n=1, cutoff=0.6)
-    if not close:
-        close = [k for k in all_keys() if k.rsplit(".", 1)[-1] == path[-1]][:1]
-    hint = f"did you mean {close[0]}?" if close else f"valid keys here: {', '.join(candidates)}"
+    siblings = list(section.model_fields) if section else []
+    # A valid name in the wrong section is the likeliest slip (train.norm for model.norm); then a typo of a sibling.
+    elsewhere = [k for k in all_keys() if k.rsplit(".", 1)[-1] == path[-1]]
+    close = [".".join(path[:-1] + (m,)) for m in difflib.get_close_matches(path[-1], siblings, n=1, cutoff=0.5)]
+    guess = (elsewhere or close or difflib.get_close_matches(dotted, all_keys(), n=1, cutoff=0.6))[:1]
+    hint = f"did you mean {guess[0]}?" if guess else f"valid keys here: {', '.join(siblings)}"
     return f"{dotted}: unknown key; {hint}"
 
 
@@ -167,7 +193,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     else:
         value = first.get("input")
         shown = f" (got {value!r})" if not isinstance(value, dict) else ""
-        message = f"{'.'.join(loc)}: {first['msg']}{shown}"
+        message = f"{'.'.join(loc)}: {first['msg'].removeprefix('Value error, ')}{shown}"
     more = len(err.errors()) - 1
     return f"{source}: {message}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
@@ -248,10 +274,14 @@ def validate(raw: dict, source: str = "config") -> Config:
 
 def _check_combinations(config: Config) -> None:
     """Rules that involve more than one key."""
-    if config.model.norm == "lrn" and config.model.lrn.region == "within" and config.model.lrn.size % 2 == 0:
-        raise ConfigError(
-            f"model.lrn.size: region 'within' needs an odd window (Caffe WITHIN_CHANNEL), got {config.model.lrn.size}"
-        )
+    lrn = config.model.lrn
+    if config.model.norm == "lrn":
+        try:
+            canonical(lrn.size, lrn.alpha, lrn.beta, lrn.k, lrn.convention, lrn.region)
+        except LRNParameterError as err:
+            raise ConfigError(f"model.lrn.{err.key}: {err}") from None
+        if lrn.depth_radius is not None and lrn.convention != "tensorflow":
+            raise ConfigError(f"model.lrn.depth_radius: only the tensorflow convention has it; use size with {lrn.convention}")
     if config.train.amp and config.train.device in ("cpu", "mps"):
         raise ConfigError(f"train.amp: bf16 autocast is supported on CUDA only, but train.device is {config.train.device}")
 

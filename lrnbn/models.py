@@ -10,14 +10,15 @@ from __future__ import annotations
 from torch import nn
 
 from lrnbn.config import ModelConfig
-from lrnbn.lrn import make_lrn
+from lrnbn.lrn import LRN
 
 
 def make_norm(cfg: ModelConfig, channels: int) -> nn.Module:
     if cfg.norm == "bn":
         return nn.BatchNorm2d(channels)
     if cfg.norm == "lrn":
-        return make_lrn(cfg.lrn)
+        lrn = cfg.lrn
+        return LRN(lrn.size, lrn.alpha, lrn.beta, lrn.k, convention=lrn.convention, region=lrn.region, impl=lrn.impl)
     return nn.Identity()
 
 

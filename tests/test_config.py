@@ -64,7 +64,6 @@ BAD_CONFIGS = [
     ("unknown_schedule", {"train": {"schedule": "poly"}}, "train.schedule: Input should be 'constant', 'step', 'cosine'"),
     ("unknown_device", {"train": {"device": "tpu"}}, "train.device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
     ("section_not_mapping", {"train": 5}, "train: Input should be a valid dictionary"),
-    ("within_even_size", {"model": {"norm": "lrn", "lrn": {"region": "within", "size": 4}}}, "model.lrn.size: region 'within' needs an odd"),
     ("amp_on_cpu", {"train": {"amp": True}}, "train.amp: bf16 autocast is supported on CUDA only"),
 ]
 

@@ -1,55 +1,148 @@
-"""The LRN layers against float64 references written from the documented formulas (LRN-CONVENTIONS.md),
-with explicit loops: nothing here calls the code under test to build the expected values."""
+"""LRN against float64 references transcribed from each framework's documented formula (explicit loops, nothing
+from the code under test), the fast implementation against the stock one, and each framework's rejections."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 
-from lrnbn.config import LRNConfig
-from lrnbn.lrn import make_lrn
+from lrnbn.lrn import LRN, canonical, local_response_norm
+from tests.test_config import _assert_rejected
+
+# Per framework, from its documentation: the window [lo(c, n), hi(c, n)] before clipping to 0..C-1, and the factor
+# on the sum of squares given (alpha, n).
+DOCUMENTED = {
+    # torch.nn.LocalResponseNorm: alpha / n, over c - n//2 .. c + (n-1)//2 (its avg_pool3d over a padded copy).
+    "pytorch": (lambda c, n: c - n // 2, lambda c, n: c + (n - 1) // 2, lambda alpha, n: alpha / n),
+    # tf.nn.local_response_normalization: sum(input[..., d - r : d + r + 1] ** 2), alpha not divided; n = 2r + 1.
+    "tensorflow": (lambda c, n: c - (n - 1) // 2, lambda c, n: c + (n - 1) // 2, lambda alpha, n: alpha),
+    # Caffe LRN ACROSS_CHANNELS: (k + alpha / n * sum over the region centred at c)^beta, n odd.
+    "caffe": (lambda c, n: c - (n - 1) // 2, lambda c, n: c + (n - 1) // 2, lambda alpha, n: alpha / n),
+    # cudnnLRNCrossChannelForward: alpha / N over c - floor((N-1)/2) .. c + N - 1 - floor((N-1)/2).
+    "cudnn": (lambda c, n: c - (n - 1) // 2, lambda c, n: c + n - 1 - (n - 1) // 2, lambda alpha, n: alpha / n),
+    # ONNX LRN: max(0, c - floor((size-1)/2)) <= i <= min(C-1, c + ceil((size-1)/2)), alpha / size.
+    "onnx": (lambda c, n: c - math.floor((n - 1) / 2), lambda c, n: c + math.ceil((n - 1) / 2), lambda alpha, n: alpha / n),
+    # Krizhevsky et al. 2012, section 3.3: sum from max(0, i - n/2) to min(N-1, i + n/2), alpha not divided.
+    "alexnet-paper": (lambda c, n: c - n // 2, lambda c, n: c + n // 2, lambda alpha, n: alpha),
+}
+ODD_ONLY = {"tensorflow", "caffe", "alexnet-paper"}
 
 
-def across_reference(a: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
-    """PyTorch convention: b_c = a_c / (k + alpha / size * sum_{j=c-size//2}^{c+(size-1)//2} a_j^2)^beta."""
-    n, channels = a.shape[:2]
+def documented_reference(a: np.ndarray, convention: str, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    lo, hi, factor = DOCUMENTED[convention]
+    channels = a.shape[1]
     out = np.empty_like(a)
     for c in range(channels):
-        lo, hi = max(0, c - size // 2), min(channels - 1, c + (size - 1) // 2)
-        s = (a[:, lo : hi + 1] ** 2).sum(axis=1)
-        out[:, c] = a[:, c] / (k + alpha / size * s) ** beta
+        window = range(max(0, lo(c, size)), min(channels - 1, hi(c, size)) + 1)
+        squares = sum(a[:, j] ** 2 for j in window)
+        out[:, c] = a[:, c] / (k + factor(alpha, size) * squares) ** beta
     return out
 
 
 def within_reference(a: np.ndarray, size: int, alpha: float, beta: float) -> np.ndarray:
-    """Caffe WITHIN_CHANNEL: b = a / (1 + alpha / size^2 * sum over the size x size window, zero outside)^beta."""
+    """Caffe WITHIN_CHANNEL: a / (1 + alpha / n^2 * sum over the n x n window of the same channel, zero-padded)^beta."""
     r = size // 2
-    n, c, h, w = a.shape
     out = np.empty_like(a)
-    for y in range(h):
-        for x in range(w):
+    for y in range(a.shape[2]):
+        for x in range(a.shape[3]):
             window = a[:, :, max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
-            s = (window**2).sum(axis=(2, 3))
-            out[:, :, y, x] = a[:, :, y, x] / (1 + alpha / size**2 * s) ** beta
+            out[:, :, y, x] = a[:, :, y, x] / (1 + alpha / size**2 * (window**2).sum(axis=(2, 3))) ** beta
     return out
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 10, 13])  # odd, even, and larger than the 7 channels
-@pytest.mark.parametrize("alpha,beta,k", [(1e-4, 0.75, 1.0), (1.0, 0.5, 2.0), (5e-4, 0.75, 2.0)])
-def test_across_channel_lrn_matches_the_formula(size, alpha, beta, k):
-    a = np.random.default_rng(size).normal(0, 3, (2, 7, 4, 5))
-    layer = make_lrn(LRNConfig(size=size, alpha=alpha, beta=beta, k=k))
-    got = layer(torch.from_numpy(a)).numpy()
-    np.testing.assert_allclose(got, across_reference(a, size, alpha, beta, k), rtol=1e-10)
+CASES = [(conv, n) for conv in DOCUMENTED for n in (1, 2, 3, 4, 5, 7, 9, 16) if not (conv in ODD_ONLY and n % 2 == 0)]
+
+
+@pytest.mark.parametrize("impl", ["torch", "fast"])
+@pytest.mark.parametrize("convention,size", CASES, ids=[f"{c}-n{n}" for c, n in CASES])
+def test_each_convention_matches_its_documented_formula(convention, size, impl):
+    # 7 channels: n = 9 and 16 exceed the channel count; every n touches the edge channels.
+    a = np.random.default_rng(size).normal(0, 3, (2, 7, 3, 4))
+    got = local_response_norm(torch.from_numpy(a), size, 0.3, 0.75, 2.0, convention=convention, impl=impl).numpy()
+    np.testing.assert_allclose(got, documented_reference(a, convention, size, 0.3, 0.75, 2.0), rtol=1e-10)
 
 
 @pytest.mark.parametrize("size", [1, 3, 5])
-def test_within_channel_lrn_matches_the_formula(size):
+def test_within_channel_matches_caffes_formula(size):
     a = np.random.default_rng(size).normal(0, 3, (2, 3, 6, 7))
-    layer = make_lrn(LRNConfig(size=size, alpha=0.5, beta=0.75, region="within"))
-    got = layer(torch.from_numpy(a)).numpy()
-    np.testing.assert_allclose(got, within_reference(a, size, 0.5, 0.75), rtol=1e-10)
+    for impl in ("torch", "fast"):
+        got = local_response_norm(torch.from_numpy(a), size, 0.5, 0.75, convention="caffe", region="within", impl=impl)
+        np.testing.assert_allclose(got.numpy(), within_reference(a, size, 0.5, 0.75), rtol=1e-10)
 
 
-def test_within_channel_lrn_rejects_even_sizes():
-    with pytest.raises(ValueError, match="odd size"):
-        make_lrn(LRNConfig(size=4, region="within"))
+def test_the_alexnet_papers_layer_in_three_frameworks_terms_is_one_layer():
+    # LRN-CONVENTIONS.md: the paper's layer is PyTorch's (5, alpha 5e-4, k 2) and TensorFlow's (r 2, bias 2, alpha 1e-4).
+    paper = canonical(5, 1e-4, 0.75, 2.0, "alexnet-paper")
+    for other in (canonical(5, 5e-4, 0.75, 2.0, "pytorch"), canonical(5, 1e-4, 0.75, 2.0, "tensorflow")):
+        assert (other.k, other.beta, other.before, other.after) == (paper.k, paper.beta, paper.before, paper.after)
+        assert other.alpha_eff == pytest.approx(paper.alpha_eff)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 6, 11, 15, 40])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fast_equals_torch_in_fp32(size, layout):
+    torch.manual_seed(size)
+    x = torch.randn(4, 32, 6, 5) * 4  # 40 > 32 channels
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_fast, x_torch = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fast = local_response_norm(x_fast, size, 1e-2, 0.75, 1.0, impl="fast")
+    stock = local_response_norm(x_torch, size, 1e-2, 0.75, 1.0, impl="torch")
+    torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(x)
+    (fast * weights).sum().backward()
+    (stock * weights).sum().backward()
+    torch.testing.assert_close(x_fast.grad, x_torch.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("convention,size", [("pytorch", 4), ("onnx", 4), ("cudnn", 5), ("tensorflow", 3), ("pytorch", 12)])
+def test_fast_backward_passes_gradcheck(convention, size):
+    x = (torch.randn(2, 9, 3, 3, dtype=torch.float64) * 2).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda t: local_response_norm(t, size, 0.2, 0.75, 1.5, convention=convention, impl="fast"), (x,))
+
+
+def test_fast_under_bf16_autocast_accumulates_in_fp32_and_returns_the_input_dtype():
+    torch.manual_seed(0)
+    x = (torch.randn(2, 64, 4, 4) * 3).to(torch.bfloat16)
+    out = local_response_norm(x, 5, 1.0, 0.75, 1.0, impl="fast")
+    assert out.dtype == torch.bfloat16
+    reference = local_response_norm(x.double(), 5, 1.0, 0.75, 1.0, impl="torch")
+    torch.testing.assert_close(out.double(), reference, rtol=1e-2, atol=1e-2)  # bf16 output rounding only
+
+
+def test_the_module_reports_its_parameters_and_rejects_non_4d_input():
+    layer = LRN(4, convention="onnx", impl="fast")
+    assert "convention=onnx" in repr(layer) and "impl=fast" in repr(layer)
+    with pytest.raises(ValueError, match="4-D NCHW"):
+        layer(torch.randn(2, 3, 4))
+
+
+REJECTED = [
+    ("caffe_even", {"convention": "caffe", "size": 4}, "model.lrn.size: caffe needs an odd size"),
+    ("tensorflow_even", {"convention": "tensorflow", "size": 6}, "model.lrn.size: tensorflow needs an odd size"),
+    ("paper_even", {"convention": "alexnet-paper", "size": 2}, "model.lrn.size: alexnet-paper needs an odd size"),
+    ("cudnn_too_wide", {"convention": "cudnn", "size": 17}, "model.lrn.size: cuDNN accepts lrnN in 1..16"),
+    ("cudnn_small_k", {"convention": "cudnn", "k": 1e-6}, "model.lrn.k: cuDNN needs lrnK >= 1e-5"),
+    ("within_not_caffe", {"region": "within", "size": 3}, "model.lrn.region: region 'within' is Caffe's"),
+    ("within_even", {"convention": "caffe", "region": "within", "size": 2}, "model.lrn.size: Caffe's WITHIN_CHANNEL LRN needs an odd"),
+    ("depth_radius_not_tf", {"depth_radius": 2}, "model.lrn.depth_radius: only the tensorflow convention has it"),
+    ("depth_radius_disagrees", {"convention": "tensorflow", "depth_radius": 2, "size": 7}, "size 7 disagrees with depth_radius 2"),
+    ("unknown_convention", {"convention": "mxnet"}, "model.lrn.convention: Input should be 'pytorch'"),
+    ("unknown_impl", {"impl": "cuda"}, "model.lrn.impl: Input should be 'torch' or 'fast'"),
+]
+
+
+@pytest.mark.parametrize("name,lrn,fragment", REJECTED, ids=[r[0] for r in REJECTED])
+def test_what_a_framework_rejects_is_a_config_error(cli, tmp_path, write_config, name, lrn, fragment):
+    config = write_config({"model": {"norm": "lrn", "lrn": lrn}})
+    _assert_rejected(cli("train", "--config", config, "--runs-dir", tmp_path / "runs"), fragment, tmp_path / "runs")
+
+
+def test_tensorflow_depth_radius_is_the_window_2r_plus_1(write_config):
+    from lrnbn.config import load_config
+
+    config = load_config(write_config({"model": {"norm": "lrn", "lrn": {"convention": "tensorflow", "depth_radius": 2}}}))
+    assert config.model.lrn.size == 5
+    assert load_config(write_config({"model": {"norm": "lrn", "lrn": config.model.lrn.model_dump()}})) == config

@@ -3,11 +3,11 @@ import torch
 from torch import nn
 
 from lrnbn.config import ModelConfig
-from lrnbn.lrn import WithinChannelLRN
+from lrnbn.lrn import LRN
 from lrnbn.models import build_model, count_parameters
 
 ARCHS, NORMS = ["alexnet", "cifar-full"], ["bn", "lrn", "none"]
-NORM_TYPES = {"bn": nn.BatchNorm2d, "lrn": (nn.LocalResponseNorm, WithinChannelLRN)}
+NORM_TYPES = {"bn": nn.BatchNorm2d, "lrn": LRN}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
