@@ -20,8 +20,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the config schema.")
+bench_app = typer.Typer(no_args_is_help=True, help="Micro-benchmarks that print ratios measured side by side.")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+app.add_typer(bench_app, name="bench")
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file; omitted keys take their defaults.")
 SetOption = typer.Option(None, "--set", "-s", help="Override one key: --set model.lrn.size=10 (repeatable; YAML values).")
@@ -66,6 +68,77 @@ def train(
     raise typer.Exit(result.exit_code)
 
 
+@app.command()
+@user_errors
+def compare(
+    study: Path = typer.Argument(..., help="Study file (YAML): base, grid and/or variants, seeds, repeats, interleave."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Runs go to RUNS_DIR/<study name>/<run id>/."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Runs at once, in separate processes (CPU threads split; one per GPU)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what is already done; run nothing."),
+    set_: Optional[List[str]] = SetOption,
+    target: float = typer.Option(0.5, help="Test accuracy for the 'epochs to target' column."),
+) -> None:
+    """Run a study: every grid point / variant x seed x repeat, skipping finished runs; end with a comparison."""
+    from rich.console import Console
+
+    from lrnbn.compare import load_study, run_state, run_study
+    from lrnbn.console import StudyDisplay, print_table, table_console
+    from lrnbn.report import study_table
+    from lrnbn.results import group
+    from lrnbn.rundir import find_runs
+
+    plan = load_study(study, list(set_ or []))
+    root = runs_dir / plan.name
+    states = {run.run_id: run_state(root / run.run_id) for run in plan.runs}
+    done = sum(1 for s in states.values() if s in ("completed", "diverged"))
+    console = Console(stderr=True)
+    console.print(f"[bold]{plan.name}[/]: {len(plan.runs)} runs, {done} already ended, {len(plan.runs) - done} to run "
+                  f"-> {root}/")
+    for run_id, state in states.items():
+        console.print(f"  {run_id}" + ("" if state == "absent" else f"  [{state}]"))
+    if dry_run:
+        return
+    display = StudyDisplay(console)
+    try:
+        outcome = run_study(plan, runs_dir, jobs, display)
+    finally:
+        display.stop()
+    for run_id, message in outcome.errors.items():
+        console.print(f"[red]{run_id}[/]: {message}")
+    if outcome.busy:
+        console.print(f"{len(outcome.busy)} run(s) were being trained by another process and were left to it")
+    if any(s != "absent" for s in outcome.statuses.values()):
+        for name, variants in group(find_runs([root])).items():
+            print_table(table_console(), study_table(variants, target), f"{name} ({outcome.wall_time_s:.1f} s)")
+    failed = [r for r, s in outcome.statuses.items() if s == "failed"] + list(outcome.errors)
+    if outcome.interrupted:
+        console.print("interrupted: rerun the same command to finish the study")
+        raise typer.Exit(130)
+    if failed:
+        console.print(f"{len(failed)} run(s) failed: rerun the same command to retry them")
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def report(
+    paths: List[Path] = typer.Argument(..., help="Run directories, study folders or a runs folder."),
+    out: Path = typer.Option(Path("report"), "--out", help="Folder for the report and its plots."),
+    format_: str = typer.Option("md", "--format", help="md or html (images inline)."),
+    target: float = typer.Option(0.5, help="Test accuracy for 'epochs to target' (C2 uses it too)."),
+) -> None:
+    """Tables, plots and verdicts on the note's claims, from run directories on disk only."""
+    from lrnbn.console import print_table, table_console
+    from lrnbn.report import build_report
+
+    path, verdicts, tables = build_report(list(paths), out, format_, target)
+    console = table_console()
+    for name, rows in tables.items():
+        print_table(console, rows, f"study {name}")
+    print_table(console, [{"claim": v.claim, "verdict": v.verdict, "reason": v.reason} for v in verdicts], "claims")
+    typer.echo(f"report: {path}")
+
+
 @data_app.command("import")
 @user_errors
 def data_import(
@@ -98,3 +171,59 @@ def config_reference() -> None:
     from lrnbn.config import reference_markdown
 
     typer.echo(reference_markdown(), nl=False)
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"{option}: expected comma-separated integers, got {text!r}") from None
+
+
+@bench_app.command("lrn")
+@user_errors
+def bench_lrn(
+    shape: str = typer.Option("128,64,32,32", help="N,C,H,W of the input."),
+    device: str = typer.Option("cpu", help="cpu, cuda or mps."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or float64."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's)."),
+    repeats: int = typer.Option(10, min=1, help="Timed rounds; each times every variant once, in turn."),
+    warmup: int = typer.Option(2, min=0, help="Untimed rounds first."),
+    sizes: str = typer.Option("1,3,5,7,9,11,15", help="LRN window sizes n."),
+    channels_last: bool = typer.Option(False, help="Use a channels_last input."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+) -> None:
+    """Forward+backward of BatchNorm2d, torch LRN and fast LRN over n: medians and ratios to BN."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from lrnbn.bench import bench_lrn as run_bench, lrn_targets
+    from lrnbn.train import resolve_device
+
+    dims = _ints(shape, "--shape")
+    if len(dims) != 4 or min(dims) < 1:
+        raise UserError(f"--shape: expected N,C,H,W with positive sizes, got {shape!r}")
+    resolve_device(device)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("benchmarking", total=None)
+        try:
+            results = run_bench(dims, device, dtype, threads, repeats, warmup, _ints(sizes, "--sizes"), channels_last,
+                                lambda done, total: progress.update(task, completed=done, total=total))
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    import torch
+
+    table = Table(title=f"LRN vs BN, forward+backward, {dims} {dtype} on {device}, {torch.get_num_threads()} threads, "
+                        f"median of {repeats}")
+    for column in ("impl", "n", "median ms", "min-max ms", "ratio to BN"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(r["impl"], "" if r["size"] is None else str(r["size"]), f"{r['median_ms']:.1f}",
+                      f"{r['min_ms']:.1f}-{r['max_ms']:.1f}", f"{r['ratio_to_bn']:.2f}")
+    console = table_console()
+    console.print(table)
+    for name, value in lrn_targets(results).items():
+        console.print(f"{name}: {value:.2f}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")

@@ -173,7 +173,7 @@ def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     return keys
 
 
-def _unknown_key_message(path: tuple[str, ...]) -> str:
+def unknown_key_message(path: tuple[str, ...]) -> str:
     dotted = ".".join(path)
     section = _section_at(path[:-1])
     siblings = list(section.model_fields) if section else []
@@ -185,11 +185,11 @@ def _unknown_key_message(path: tuple[str, ...]) -> str:
     return f"{dotted}: unknown key; {hint}"
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = tuple(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
-        message = _unknown_key_message(loc)
+        message = unknown_key_message(loc)
     else:
         value = first.get("input")
         shown = f" (got {value!r})" if not isinstance(value, dict) else ""
@@ -212,7 +212,7 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
         raise ConfigError(f"--set {text}: empty part in key {key!r}")
     section = _section_at(path[:-1])
     if section is None or path[-1] not in section.model_fields:
-        raise ConfigError(f"--set {_unknown_key_message(path)}")
+        raise ConfigError(f"--set {unknown_key_message(path)}")
     if _section_at(path) is not None:
         raise ConfigError(f"--set {key}: is a section; set one of its keys, e.g. {all_keys(_section_at(path), key + '.')[0]}")
     try:
@@ -267,7 +267,7 @@ def validate(raw: dict, source: str = "config") -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source)) from None
     _check_combinations(config)
     return config
 

@@ -20,6 +20,7 @@ import os
 import secrets
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from lrnbn.errors import UserError
@@ -32,6 +33,12 @@ CHECKPOINT_FILE = "checkpoint.pt"
 LOCK_FILE = ".lock"
 
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
+
+
+class RunBusy(UserError):
+    """Another process holds the run's lock."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -119,7 +126,7 @@ class RunDir:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                raise UserError(f"{self.path} is being trained by another process (pid {f.read().strip() or '?'})") from None
+                raise RunBusy(f"{self.path} is being trained by another process (pid {f.read().strip() or '?'})") from None
             f.seek(0)
             f.truncate()
             f.write(str(os.getpid()))
@@ -156,5 +163,58 @@ class RunDir:
                 truncated = True
         return records, truncated
 
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT_FILE).is_file()
+
+    def clear(self) -> None:
+        """Remove a previous attempt's files (the lock stays: its holder is clearing)."""
+        for name in (CONFIG_FILE, ENV_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE):
+            (self.path / name).unlink(missing_ok=True)
+
     def is_run(self) -> bool:
         return (self.path / CONFIG_FILE).is_file() and (self.path / SUMMARY_FILE).is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading finished (or unfinished) runs for compare and report: plain data, no torch.
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    config: dict  # the saved config.yaml, every key present
+    env: dict
+    summary: dict
+    metrics: list[dict]
+    truncated: bool  # metrics.jsonl ended in a line cut short (a crash); that line was dropped
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+    def get(self, dotted: str):
+        value = self.config
+        for part in dotted.split("."):
+            value = value[part]
+        return value
+
+
+def load_run(path: Path) -> LoadedRun:
+    import yaml
+
+    run = RunDir(path)
+    env = run.read_env() if (run.path / ENV_FILE).exists() else {}
+    metrics, truncated = run.read_metrics()
+    return LoadedRun(run.path, yaml.safe_load(run.read_config_text()), env, run.read_summary(), metrics, truncated)
+
+
+def find_runs(paths: list[Path]) -> list[LoadedRun]:
+    """Every run directory at or under the given paths, in path order."""
+    found = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        candidates = [path] if RunDir(path).is_run() else sorted(p.parent for p in path.rglob(SUMMARY_FILE))
+        found += [load_run(p) for p in candidates if RunDir(p).is_run()]
+    return found

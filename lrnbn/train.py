@@ -349,18 +349,16 @@ def _numpy_state_from_torch(state: tuple) -> tuple:
 
 
 def run_training(config: Config, runs_dir: Path, view=NullView()) -> RunResult:
-    """Start a new run."""
-    trainer = Trainer.build(config)
+    """Start a new run in a new, timestamped directory."""
+    trainer = Trainer.build(config)  # every check of the input happens before anything is written
     run = RunDir.create(runs_dir, config.experiment.name)
-    summary = {"status": "running", "started_at": _now(), "epochs_planned": config.train.epochs, "epochs_done": 0}
     with run.lock():
-        run.write_config(dump_config(config))
-        run.write_env(environment(trainer.device, trainer.dataset, trainer.mean, trainer.std, trainer.model))
-        return _train(trainer, run, Position(), summary, view)
+        return _start(run, trainer, view)
 
 
 # Keys a resume may change: where the data is and how evaluation is batched; neither changes the trajectory.
 RESUMABLE_KEYS = {"data.root", "data.download", "train.eval_batch_size"}
+FINAL_STATUSES = ("completed", "diverged")  # rerunning either would give the same result
 
 
 def resume_training(path: Path, overrides: list[str], view=NullView()) -> RunResult:
@@ -368,29 +366,67 @@ def resume_training(path: Path, overrides: list[str], view=NullView()) -> RunRes
     run = RunDir(path)
     if not run.is_run():
         raise UserError(f"{path} is not a run directory (it lacks {CONFIG_FILE} or {SUMMARY_FILE})")
-    saved = load_config(path / CONFIG_FILE)
     config = load_config(path / CONFIG_FILE, overrides)
-    changed = [key for key in all_keys() if _get(saved, key) != _get(config, key) and key not in RESUMABLE_KEYS]
+    changed = _changed_keys(load_config(path / CONFIG_FILE), config)
     if changed:
         raise UserError(f"--set {changed[0]}: a resumed run keeps its config (only {', '.join(sorted(RESUMABLE_KEYS))} "
                         f"may change); start a new run instead")
     with run.lock():
         summary = run.read_summary()
-        if summary["status"] == "completed":
+        if summary["status"] in FINAL_STATUSES:
             return RunResult(run, summary)
-        trainer = Trainer.build(config)
-        recorded = run.read_env()["dataset"]["fingerprint"]
-        if trainer.dataset.fingerprint() != recorded:
-            raise UserError(f"the dataset differs from the one the run started with (fingerprint "
-                            f"{trainer.dataset.fingerprint()}, recorded {recorded})")
-        state = run.load_checkpoint(map_location=trainer.device)
-        # No checkpoint: it stopped inside its first epoch, so the freshly built trainer is where it began.
-        position = trainer.restore(state) if state else Position()
-        run.rewrite_metrics(position.records)
-        summary = {k: v for k, v in summary.items() if k not in ("stopped_at", "error")}
-        summary.update(status="running", epochs_done=len(position.records))
-        summary.setdefault("resumed", []).append({"at": _now(), "epoch": position.epoch, "step": position.step})
-        return _train(trainer, run, position, summary, view)
+        return _resume(run, config, view)
+
+
+def train_at(path: Path, config: Config, view=NullView(), threads: int | None = None) -> RunResult:
+    """Bring the run that lives at `path` (a study's run) to an end: leave it if it has ended, resume it if it
+    stopped, start it (afresh, if it failed) otherwise. `threads` applies when the config leaves train.threads null."""
+    if threads and config.train.threads is None:
+        torch.set_num_threads(threads)
+    run = RunDir(path)
+    trainer = None if run.is_run() else Trainer.build(config)  # check the input before creating anything
+    path.mkdir(parents=True, exist_ok=True)
+    with run.lock():
+        if run.is_run():
+            summary = run.read_summary()
+            if summary["status"] in FINAL_STATUSES:
+                return RunResult(run, summary)
+            changed = _changed_keys(load_config(path / CONFIG_FILE), config)
+            if changed:
+                raise UserError(f"{path}: its saved config differs from the study's at {changed[0]}; "
+                                f"delete the run directory to run it with the new config")
+            if summary["status"] != "failed" and run.has_checkpoint():
+                return _resume(run, config, view)
+        run.clear()
+        return _start(run, trainer or Trainer.build(config), view)
+
+
+def _changed_keys(saved: Config, config: Config) -> list[str]:
+    return [key for key in all_keys() if _get(saved, key) != _get(config, key) and key not in RESUMABLE_KEYS]
+
+
+def _start(run: RunDir, trainer: Trainer, view) -> RunResult:
+    config = trainer.config
+    run.write_config(dump_config(config))
+    run.write_env(environment(trainer.device, trainer.dataset, trainer.mean, trainer.std, trainer.model))
+    summary = {"status": "running", "started_at": _now(), "epochs_planned": config.train.epochs, "epochs_done": 0}
+    return _train(trainer, run, Position(), summary, view)
+
+
+def _resume(run: RunDir, config: Config, view) -> RunResult:
+    trainer = Trainer.build(config)
+    recorded = run.read_env()["dataset"]["fingerprint"]
+    if trainer.dataset.fingerprint() != recorded:
+        raise UserError(f"the dataset differs from the one the run started with (fingerprint "
+                        f"{trainer.dataset.fingerprint()}, recorded {recorded})")
+    state = run.load_checkpoint(map_location=trainer.device)
+    # No checkpoint: it stopped inside its first epoch, so the freshly built trainer is where it began.
+    position = trainer.restore(state) if state else Position()
+    run.rewrite_metrics(position.records)
+    summary = {k: v for k, v in run.read_summary().items() if k not in ("stopped_at", "error")}
+    summary.update(status="running", epochs_done=len(position.records))
+    summary.setdefault("resumed", []).append({"at": _now(), "epoch": position.epoch, "step": position.step})
+    return _train(trainer, run, position, summary, view)
 
 
 def _get(config: Config, dotted: str):

@@ -1,0 +1,250 @@
+"""Studies: a base config, a grid and/or named variants, and seeds, expanded into runs under RUNS_DIR/<study>/<run id>/.
+
+Every run's config is the base + the command's --set + the variant's and the grid point's values + the seed, and
+goes through the same schema as `lrnbn train`. Running a study skips runs that have ended (completed or diverged),
+resumes runs that stopped, and restarts failed ones; each run's lock keeps two processes off the same run. What
+happened is read back from the run directories, never from memory, so `--jobs N` processes and reruns agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lrnbn.config import (Config, ConfigError, all_keys, apply_overrides, format_validation_error, read_yaml_mapping,
+                          unknown_key_message, validate)
+from lrnbn.errors import UserError
+from lrnbn.results import short_names, show
+from lrnbn.rundir import RunBusy, RunDir
+
+
+class VariantSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$", description="Readable name, part of the run ids.")
+    set: dict[str, Any] = Field(default_factory=dict, description="Dotted key -> value, applied to the base.")
+
+
+class StudyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Default: the file's stem.")
+    base: Union[str, dict] = Field(description="A config path relative to the study file, or an inline config.")
+    set: dict[str, Any] = Field(default_factory=dict, description="Dotted key -> value, applied to the base for every run.")
+    grid: dict[str, list] = Field(default_factory=dict, description="Dotted key -> values; the cartesian product.")
+    variants: list[VariantSpec] = Field(default_factory=list, description="Named override sets.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="experiment.seed of each run.")
+    repeats: int = Field(1, ge=1, description="Runs of each config and seed (timing studies).")
+    interleave: bool = Field(False, description="Run in rounds: every variant's first repeat, then every second ...")
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_values(cls, grid: dict) -> dict:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"{key} has no values")
+        return grid
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    config: Config
+
+
+@dataclass
+class Study:
+    name: str
+    source: Path
+    runs: list[PlannedRun]
+
+
+def _check_key(key: str, where: str) -> None:
+    if key not in all_keys():
+        raise ConfigError(f"{where}: {unknown_key_message(tuple(key.split('.')))}")
+
+
+def load_study(path: Path, overrides: list[str] = ()) -> Study:
+    raw = read_yaml_mapping(path, what="study file")
+    try:
+        spec = StudyFile.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path))) from None
+    if not spec.grid and not spec.variants:
+        raise ConfigError(f"{path}: empty grid and no variants: a study needs grid keys or variants to compare")
+    for key in spec.set:
+        _check_key(key, f"{path}: set")
+    for key in spec.grid:
+        _check_key(key, f"{path}: grid")
+    for variant in spec.variants:
+        for key in variant.set:
+            _check_key(key, f"{path}: variant {variant.name}")
+    base = spec.base if isinstance(spec.base, dict) else read_yaml_mapping(path.parent / spec.base)
+    # Precedence: base < the study's set < the command's --set < a variant's set < a grid point < the seed.
+    base = apply_overrides(base, [f"{k}={_yaml_scalar(v)}" for k, v in spec.set.items()] + list(overrides))
+    name = spec.name or path.stem
+
+    grid_keys = list(spec.grid)
+    short = short_names(grid_keys)
+    points = list(itertools.product(*spec.grid.values())) or [()]
+    variants = spec.variants or [VariantSpec(name="base")]
+    runs = []
+    for v_index, variant in enumerate(variants):
+        for point in points:
+            for s_index, seed in enumerate(spec.seeds):
+                for repeat in range(spec.repeats):
+                    parts = ([variant.name] if spec.variants else [])
+                    parts += [f"{short[k]}={show(v)}" for k, v in zip(grid_keys, point)]
+                    parts += [f"seed={seed}"] + ([f"rep={repeat}"] if spec.repeats > 1 else [])
+                    run_id = ",".join(parts).replace("/", "_")
+                    values = {**variant.set, **dict(zip(grid_keys, point)),
+                              "experiment.seed": seed, "experiment.name": name}
+                    raw_config = apply_overrides(base, [f"{k}={_yaml_scalar(v)}" for k, v in values.items()])
+                    config = validate(raw_config, source=f"{path}: run {run_id}")
+                    order = (s_index, repeat, v_index) if spec.interleave else (v_index, s_index, repeat)
+                    runs.append((order, PlannedRun(run_id, config)))
+    runs.sort(key=lambda pair: pair[0])
+    return Study(name, path, [run for _, run in runs])
+
+
+def _yaml_scalar(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running.
+
+
+def run_state(path: Path) -> str:
+    """What a planned run's directory says: absent, or its summary's status (completed, diverged, ...)."""
+    run = RunDir(path)
+    return run.read_summary()["status"] if run.is_run() else "absent"
+
+
+def _child(path: str, config_json: dict, threads: int, cuda_index: int | None) -> None:
+    """A worker process: train one run quietly and exit with its exit code."""
+    import sys
+
+    if cuda_index is not None:
+        import torch
+
+        torch.cuda.set_device(cuda_index)
+    from lrnbn.train import train_at
+
+    try:
+        result = train_at(Path(path), Config.model_validate(config_json), threads=threads)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    sys.exit(result.exit_code)
+
+
+@dataclass
+class StudyOutcome:
+    statuses: dict[str, str]  # run id -> status on disk after the sweep
+    errors: dict[str, str]  # run id -> one-line error of runs that could not start
+    busy: list[str]  # run ids another process was training
+    interrupted: bool
+    wall_time_s: float
+
+
+def run_study(study: Study, runs_dir: Path, jobs: int = 1, display=None) -> StudyOutcome:
+    """Bring every run of the study to an end (see the module doc). `display` shows progress (see console.py)."""
+    from lrnbn.train import train_at
+
+    started = time.perf_counter()
+    root = Path(runs_dir) / study.name
+    pending = [run for run in study.runs if run_state(root / run.run_id) not in ("completed", "diverged")]
+    errors: dict[str, str] = {}
+    busy: list[str] = []
+    interrupted = False
+    if display:
+        display.study_started(study, len(study.runs) - len(pending))
+    if jobs <= 1:
+        for planned in pending:
+            view = display.run_started(planned.run_id, planned.config) if display else None
+            try:
+                result = train_at(root / planned.run_id, planned.config, **({"view": view} if view else {}))
+            except RunBusy:
+                busy.append(planned.run_id)
+                result = None
+            except UserError as err:
+                errors[planned.run_id] = str(err)
+                result = None
+            if display:
+                display.run_finished(planned.run_id, result.summary["status"] if result else
+                                     "busy (another process holds it)" if planned.run_id in busy else "error")
+            if result is not None and result.summary["status"] == "interrupted":
+                interrupted = True
+                break
+    else:
+        interrupted = _run_parallel(pending, root, jobs, errors, busy, display)
+    statuses = {run.run_id: run_state(root / run.run_id) for run in study.runs}
+    return StudyOutcome(statuses, errors, busy, interrupted, time.perf_counter() - started)
+
+
+def _run_parallel(pending: list[PlannedRun], root: Path, jobs: int, errors: dict, busy: list, display) -> bool:
+    import torch
+
+    use_cuda = torch.cuda.is_available() and any(r.config.train.device in ("auto", "cuda") for r in pending)
+    if use_cuda:
+        jobs = min(jobs, torch.cuda.device_count())  # one run per GPU
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    free_slots = list(range(jobs))
+    active: dict[Any, tuple[PlannedRun, int]] = {}
+    queue = list(pending)
+    interrupted = False
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        while queue or active:
+            while queue and free_slots and not interrupted:
+                planned, slot = queue.pop(0), free_slots.pop(0)
+                process = context.Process(target=_child, args=(str(root / planned.run_id), planned.config.model_dump(),
+                                                               threads, slot if use_cuda else None))
+                process.start()
+                active[process] = (planned, slot)
+                if display:
+                    display.run_started(planned.run_id, planned.config, root / planned.run_id)
+            multiprocessing.connection.wait([p.sentinel for p in active], timeout=0.5)
+            if display:
+                display.poll()
+            for process in [p for p in active if not p.is_alive()]:
+                planned, slot = active.pop(process)
+                free_slots.append(slot)
+                status = run_state(root / planned.run_id)
+                if process.exitcode == RunBusy.exit_code:
+                    busy.append(planned.run_id)
+                    status = "busy (another process holds it)"
+                elif process.exitcode == UserError.exit_code:
+                    errors[planned.run_id] = "could not start (see the message above)"
+                    status = "error"
+                if status == "interrupted" or process.exitcode == 130:
+                    interrupted = True
+                if display:
+                    display.run_finished(planned.run_id, status)
+            if interrupted:
+                queue.clear()
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the workers too (same process group); a SIGTERM to this process does not, so pass it on.
+        # Each worker stops between two steps, checkpoints and exits; wait for them.
+        for process in active:
+            process.terminate()
+        for process in active:
+            process.join()
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    return interrupted
+
+
+def _raise_keyboard_interrupt(*_):
+    raise KeyboardInterrupt

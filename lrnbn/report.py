@@ -1,0 +1,274 @@
+"""Tables, plots and a report file, from run directories on disk only (never the trainer), so a report can be rebuilt
+on any machine from copied runs.
+
+`build_report` reads the runs, groups them into studies and variants (results.py), computes the claims' verdicts
+(claims.py) and writes report.md (or report.html, images inline) with PNG plots beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lrnbn.claims import Verdict, all_claims
+from lrnbn.errors import UserError
+from lrnbn.results import Variant, group, mean_std, quartiles, short_names, to_target, varying_keys
+from lrnbn.rundir import atomic_write_text, find_runs
+
+STATUS_ORDER = ("completed", "diverged", "interrupted", "failed", "running")
+
+
+@dataclass
+class Section:
+    heading: str
+    level: int = 2
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[list[dict]] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+
+
+def _pm(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return "n/a" if math.isnan(mean) else f"{100 * mean:.1f} +- {100 * std:.1f}%"
+
+
+def study_table(variants: list[Variant], target: float) -> list[dict]:
+    bn_times = [t for v in variants if v.get("model.norm") == "bn" for t in v.epoch_times()]
+    bn_median = quartiles(bn_times)[1] if bn_times else math.nan
+    rows = []
+    for v in variants:
+        statuses = {}
+        for r in v.runs:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        reached = [to_target(r, target) for r in v.finished]
+        epochs = [e for e, _ in reached if e]
+        seconds = [s for e, s in reached if e]
+        median = quartiles(v.epoch_times())[1] if v.epoch_times() else math.nan
+        rows.append({
+            "variant": v.label,
+            "runs": " ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=lambda x: STATUS_ORDER.index(x[0])
+                                                          if x[0] in STATUS_ORDER else 99)),
+            "final test acc": _pm(v.final_accs()),
+            "best test acc": _pm(v.best_accs()),
+            f"epochs to {100 * target:.0f}%": f"{sum(epochs) / len(epochs):.1f} ({len(epochs)}/{len(reached)})" if epochs else f"never (0/{len(reached)})",
+            f"train s to {100 * target:.0f}%": f"{sum(seconds) / len(seconds):.0f}" if seconds else "-",
+            "median epoch s": f"{median:.2f}" if not math.isnan(median) else "-",
+            "ratio to BN": f"{median / bn_median:.2f}" if not (math.isnan(median) or math.isnan(bn_median)) else "-",
+            "params": v.runs[0].env.get("model", {}).get("trainable", "?"),
+        })
+    return rows
+
+
+def _machine(variants: list[Variant]) -> str:
+    machines = {(r.env.get("device", {}).get("name", "?"), r.env.get("cpu_threads")) for v in variants for r in v.runs}
+    return "; ".join(f"{name}, {threads} threads" for name, threads in sorted(machines, key=str))
+
+
+def _dataset(variants: list[Variant]) -> str:
+    return "; ".join(sorted({r.env.get("dataset", {}).get("label", "?") for v in variants for r in v.runs}))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plots.
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(study: str, variants: list[Variant], out: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in variants:
+        finished = v.finished
+        if not finished:
+            continue
+        epochs = range(1, max(len(r.metrics) for r in finished) + 1)
+        per_epoch = [[r.metrics[e - 1]["test_acc"] * 100 for r in finished if len(r.metrics) >= e] for e in epochs]
+        mean = [sum(x) / len(x) for x in per_epoch]
+        line, = ax.plot(list(epochs), mean, marker="o", ms=3, label=f"{v.label} (n={len(finished)})")
+        ax.fill_between(list(epochs), [min(x) for x in per_epoch], [max(x) for x in per_epoch], alpha=0.2,
+                        color=line.get_color())
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)",
+           title=f"{study}: test accuracy (mean, band = min-max over seeds)\n{_dataset(variants)} | {_machine(variants)}")
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    path = out / f"{study}-accuracy.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_time_vs_n(study: str, variants: list[Variant], out: Path) -> Path | None:
+    lrn = [v for v in variants if v.get("model.norm") == "lrn" and v.epoch_times()]
+    if len({v.get("model.lrn.size") for v in lrn}) < 2:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for impl in sorted({v.get("model.lrn.impl") for v in lrn}):
+        points = sorted((v.get("model.lrn.size"), quartiles(v.epoch_times())) for v in lrn if v.get("model.lrn.impl") == impl)
+        sizes = [n for n, _ in points]
+        medians = [q[1] for _, q in points]
+        ax.errorbar(sizes, medians, yerr=[[q[1] - q[0] for _, q in points], [q[2] - q[1] for _, q in points]],
+                    marker="o", capsize=3, label=f"LRN, impl {impl}")
+    for norm, style in (("bn", "--"), ("none", ":")):
+        times = [t for v in variants if v.get("model.norm") == norm for t in v.epoch_times()]
+        if times:
+            ax.axhline(quartiles(times)[1], linestyle=style, color="k", label=f"{norm} (median)")
+    ax.set(xlabel="LRN window n (channels)", ylabel="epoch time, training phase (s)",
+           title=f"{study}: epoch time vs LRN n (median, bars = IQR)\n{_dataset(variants)} | {_machine(variants)}")
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    path = out / f"{study}-time-vs-n.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
+    keys = [k for k in varying_keys(variants) if k != "model.norm"]
+    if len(keys) < 2:
+        return None
+    row_key, col_key = keys[0], keys[1]
+    rows = sorted({v.get(row_key) for v in variants}, key=str)
+    cols = sorted({v.get(col_key) for v in variants}, key=str)
+    grid = [[[a for v in variants if v.get(row_key) == r and v.get(col_key) == c for a in v.final_accs()]
+             for c in cols] for r in rows]
+    values = [[100 * sum(cell) / len(cell) if cell else math.nan for cell in row] for row in grid]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.4 * len(cols) + 3, 0.6 * len(rows) + 2.5))
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            ax.text(j, i, "-" if math.isnan(value) else f"{value:.1f}", ha="center", va="center", color="w", fontsize=8)
+    names = short_names([row_key, col_key])
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set(xlabel=names[col_key], ylabel=names[row_key])
+    others = [k for k in keys[2:]]
+    ax.set_title(f"{study}: final test accuracy (%), mean over seeds"
+                 + (f" and {', '.join(short_names(others).values())}" if others else "")
+                 + f"\n{_dataset(variants)} | {_machine(variants)}", fontsize=8)
+    fig.colorbar(image, ax=ax, label="test accuracy (%)")
+    path = out / f"{study}-heatmap.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The document.
+
+
+def _claim_section(verdict: Verdict) -> Section:
+    section = Section(f"{verdict.claim}: {verdict.verdict}", level=3)
+    section.paragraphs += [f"*Claim:* {verdict.statement}", f"*Verdict:* **{verdict.verdict}**. {verdict.reason}",
+                           f"*Thresholds:* {verdict.thresholds}.",
+                           f"*Runs used:* {len(verdict.runs)}" + (f" (under {_common_parent(verdict.runs)})" if verdict.runs else "")]
+    if verdict.evidence:
+        section.tables.append([{k: ("yes" if v is True else "no" if v is False else v) for k, v in row.items()}
+                               for row in verdict.evidence])
+    return section
+
+
+def _common_parent(paths: list[str]) -> str:
+    parents = {str(Path(p).parent.parent) for p in paths}
+    return ", ".join(sorted(parents))
+
+
+def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Section], list[Verdict], dict]:
+    runs = find_runs(paths)
+    if not runs:
+        raise UserError(f"no run directories under {', '.join(map(str, paths))}")
+    studies = group(runs)
+    sections = [Section("lrnbn report", level=1, paragraphs=[
+        f"{len(runs)} runs in {len(studies)} studies, read from {', '.join(map(str, paths))}. Accuracies are test "
+        f"accuracies (fractions shown as %), mean +- std over seeds; epoch times cover the training phase only. "
+        f"Target accuracy for 'epochs to': {100 * target:.0f}%."])]
+    truncated = [str(r.path) for r in runs if r.truncated]
+    if truncated:
+        sections[0].paragraphs.append("metrics.jsonl ended in a truncated line (a crash) in: " + ", ".join(truncated)
+                                      + "; that line was left out.")
+    tables = {}
+    for study, variants in studies.items():
+        section = Section(f"Study {study}", paragraphs=[f"Dataset: {_dataset(variants)}. Machine: {_machine(variants)}."])
+        tables[study] = study_table(variants, target)
+        section.tables.append(tables[study])
+        section.images += [p for p in (plot_accuracy(study, variants, out), plot_time_vs_n(study, variants, out),
+                                       plot_heatmap(study, variants, out)) if p]
+        sections.append(section)
+    verdicts = all_claims(studies, target)
+    sections.append(Section("Claims", paragraphs=["Each verdict is computed from the runs above; see lrnbn/claims.py."]))
+    sections += [_claim_section(v) for v in verdicts]
+    return sections, verdicts, tables
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(row.get(k, "")) for k in header) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(sections: list[Section], out: Path) -> str:
+    parts = []
+    for s in sections:
+        parts.append("#" * s.level + " " + s.heading)
+        parts += s.paragraphs
+        parts += [_markdown_table(t) for t in s.tables if t]
+        parts += [f"![{p.stem}]({p.relative_to(out)})" for p in s.images]
+    return "\n\n".join(parts) + "\n"
+
+
+def render_html(sections: list[Section]) -> str:
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        for marker, tag in (("**", "b"), ("*", "i")):
+            pieces = text.split(marker)
+            text = "".join(p if i % 2 == 0 else f"<{tag}>{p}</{tag}>" for i, p in enumerate(pieces))
+        return text
+
+    body = []
+    for s in sections:
+        body.append(f"<h{s.level}>{html.escape(s.heading)}</h{s.level}>")
+        body += [f"<p>{inline(p)}</p>" for p in s.paragraphs]
+        for table in (t for t in s.tables if t):
+            head = "".join(f"<th>{html.escape(k)}</th>" for k in table[0])
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(k, '')))}</td>" for k in table[0]) + "</tr>"
+                           for r in table)
+            body.append(f"<table><tr>{head}</tr>{rows}</table>")
+        for p in s.images:
+            data = base64.b64encode(p.read_bytes()).decode()
+            body.append(f'<p><img alt="{html.escape(p.stem)}" src="data:image/png;base64,{data}"></p>')
+    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>lrnbn report</title><style>{style}</style></head>" \
+           f"<body>{''.join(body)}</body></html>\n"
+
+
+def build_report(paths: list[Path], out: Path, fmt: str = "md", target: float = 0.5):
+    if fmt not in ("md", "html"):
+        raise UserError(f"--format: expected md or html, got {fmt!r}")
+    if not 0 < target <= 1:
+        raise UserError(f"--target: a test accuracy in (0, 1], got {target}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {out}: {exc.strerror or exc}") from None
+    sections, verdicts, tables = build_sections(paths, out, target)
+    report = out / f"report.{fmt}"
+    atomic_write_text(report, render_markdown(sections, out) if fmt == "md" else render_html(sections))
+    return report, verdicts, tables

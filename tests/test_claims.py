@@ -1,0 +1,117 @@
+"""Verdicts from hand-made runs: each claim can come out reproduced, not reproduced, conditional or inconclusive."""
+
+import pytest
+
+from lrnbn import claims
+from lrnbn.results import group
+from lrnbn.rundir import find_runs
+from tests.rundirs import make_run
+
+LEARNS = [0.3, 0.45, 0.55, 0.6]
+CHANCE = [0.1, 0.105, 0.095, 0.1]
+
+
+def studies(tmp_path):
+    return group(find_runs([tmp_path]))
+
+
+def k_study(tmp_path, lrn_accs, control_accs, seeds=3):
+    for seed in range(seeds):
+        for k in (1, 2):
+            make_run(tmp_path, "kc", f"k{k},seed={seed}", {"model.norm": "lrn", "model.lrn.k": k,
+                                                          "experiment.seed": seed}, lrn_accs)
+        make_run(tmp_path, "kc", f"none,seed={seed}", {"model.norm": "none", "experiment.seed": seed}, control_accs)
+
+
+def test_c5_reproduced_when_k_1_and_2_stay_at_chance_and_the_control_learns(tmp_path):
+    k_study(tmp_path, CHANCE, LEARNS)
+    assert claims.claim_c5(studies(tmp_path)).verdict == claims.REPRODUCED
+
+
+def test_c5_not_reproduced_when_lrn_learns(tmp_path):
+    k_study(tmp_path, LEARNS, LEARNS)
+    verdict = claims.claim_c5(studies(tmp_path))
+    assert verdict.verdict == claims.NOT_REPRODUCED and "do not produce it" in verdict.reason
+
+
+def test_c5_inconclusive_when_the_control_is_stuck_too_or_seeds_are_missing(tmp_path):
+    k_study(tmp_path / "a", CHANCE, CHANCE)
+    assert claims.claim_c5(studies(tmp_path / "a")).verdict == claims.INCONCLUSIVE
+    k_study(tmp_path / "b", CHANCE, LEARNS, seeds=2)
+    verdict = claims.claim_c5(studies(tmp_path / "b"))
+    assert verdict.verdict == claims.INCONCLUSIVE and verdict.reason.startswith("needs runs")
+
+
+def test_c5_is_conditional_when_only_one_k_collapses(tmp_path):
+    for seed in range(3):
+        make_run(tmp_path, "kc", f"k1,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 1, "experiment.seed": seed}, LEARNS)
+        make_run(tmp_path, "kc", f"k2,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 2, "experiment.seed": seed}, CHANCE)
+    verdict = claims.claim_c5(studies(tmp_path))
+    assert verdict.verdict == claims.CONDITIONAL and "k=2" in verdict.reason
+
+
+def timing_study(tmp_path, bn_time, torch_times: dict, fast_times: dict | None = None):
+    for rep in range(3):
+        make_run(tmp_path, "timing", f"bn,rep={rep}", {"model.norm": "bn"}, [0.5], [bn_time])
+        for impl, times in (("torch", torch_times), ("fast", fast_times or {})):
+            for n, seconds in times.items():
+                make_run(tmp_path, "timing", f"{impl}{n},rep={rep}", {"model.norm": "lrn", "model.lrn.size": n,
+                                                                    "model.lrn.impl": impl}, [0.5], [seconds + rep * 0.01])
+
+
+def test_c4_reproduced_when_lrn_costs_more_and_grows_with_n(tmp_path):
+    timing_study(tmp_path, 10.0, {1: 12.0, 5: 14.0, 10: 18.0})
+    assert claims.claim_c4(studies(tmp_path)).verdict == claims.REPRODUCED
+
+
+def test_c4_conditional_when_only_the_stock_implementation_grows(tmp_path):
+    timing_study(tmp_path, 10.0, {1: 12.0, 5: 14.0, 10: 18.0}, {1: 12.0, 5: 12.1, 10: 12.0})
+    verdict = claims.claim_c4(studies(tmp_path))
+    assert verdict.verdict == claims.CONDITIONAL and "torch: grows, fast: flat" in verdict.reason
+
+
+def test_c4_not_reproduced_when_lrn_is_as_cheap_as_bn(tmp_path):
+    timing_study(tmp_path, 10.0, {1: 9.0, 5: 9.1, 10: 9.0})
+    assert claims.claim_c4(studies(tmp_path)).verdict == claims.NOT_REPRODUCED
+
+
+def convergence_study(tmp_path, bn_accs, lrn_accs, bn_train=None, lrn_train=None):
+    for seed in (0, 1):
+        make_run(tmp_path, "conv", f"bn,seed={seed}", {"model.norm": "bn", "experiment.seed": seed}, bn_accs, train_accs=bn_train)
+        make_run(tmp_path, "conv", f"lrn,seed={seed}", {"model.norm": "lrn", "experiment.seed": seed}, lrn_accs, train_accs=lrn_train)
+
+
+@pytest.mark.parametrize("bn,lrn,expected", [
+    ([0.4, 0.55, 0.6], [0.3, 0.4, 0.52], claims.REPRODUCED),
+    ([0.3, 0.4, 0.52], [0.4, 0.55, 0.6], claims.NOT_REPRODUCED),
+    ([0.3, 0.4, 0.45], [0.3, 0.4, 0.45], claims.NOT_REPRODUCED),  # BN never reaches the target
+])
+def test_c2_compares_epochs_to_target(tmp_path, bn, lrn, expected):
+    convergence_study(tmp_path, bn, lrn)
+    assert claims.claim_c2(studies(tmp_path), target=0.5).verdict == expected
+
+
+def test_c3_compares_train_test_gaps(tmp_path):
+    convergence_study(tmp_path / "a", [0.6], [0.6], bn_train=[0.62], lrn_train=[0.7])
+    assert claims.claim_c3(studies(tmp_path / "a")).verdict == claims.REPRODUCED
+    convergence_study(tmp_path / "b", [0.6], [0.6], bn_train=[0.7], lrn_train=[0.62])
+    assert claims.claim_c3(studies(tmp_path / "b")).verdict == claims.NOT_REPRODUCED
+
+
+def test_c1_sensitivity_of_lrn_settings_against_bn_seed_noise(tmp_path):
+    for seed in (0, 1):
+        make_run(tmp_path / "a", "sweep", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.6 + seed * 0.005])
+        make_run(tmp_path / "a", "sweep", f"k1,{seed}", {"model.norm": "lrn", "model.lrn.k": 1, "experiment.seed": seed}, [0.6])
+        make_run(tmp_path / "a", "sweep", f"k2,{seed}", {"model.norm": "lrn", "model.lrn.k": 2, "experiment.seed": seed}, [0.4])
+    assert claims.claim_c1(studies(tmp_path / "a")).verdict == claims.REPRODUCED
+    for seed in (0, 1):
+        make_run(tmp_path / "b", "sweep", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.6])
+        for k in (1, 2):
+            make_run(tmp_path / "b", "sweep", f"k{k},{seed}", {"model.norm": "lrn", "model.lrn.k": k, "experiment.seed": seed}, [0.6])
+    assert claims.claim_c1(studies(tmp_path / "b")).verdict == claims.NOT_REPRODUCED
+
+
+def test_every_claim_is_inconclusive_without_runs_and_names_what_is_missing(tmp_path):
+    make_run(tmp_path, "lonely", "bn", {"model.norm": "bn"}, [0.5])
+    for verdict in claims.all_claims(studies(tmp_path), target=0.5):
+        assert verdict.verdict == claims.INCONCLUSIVE and verdict.reason.startswith("needs runs"), verdict

@@ -1,0 +1,109 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lrnbn.compare import load_study, run_state
+from lrnbn.rundir import RunDir
+from tests.conftest import TINY, files_under
+from tests.test_config import _assert_rejected
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = {"model": {"arch": "cifar-full", "width": 0.25}, "train": {"epochs": 1},
+        "data": {"synthetic_train_size": 128, "synthetic_test_size": 32}}
+
+
+@pytest.fixture
+def study_file(tmp_path, write_config):
+    """study_file({...}) -> path of a study whose base is a tiny fast config beside it."""
+
+    def write(spec: dict, name: str = "study.yaml"):
+        write_config(FAST, name="base.yaml")
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump({"base": "base.yaml", **spec}, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "notes").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_studies_are_valid(path):
+    study = load_study(path)
+    assert study.name == path.stem and len({r.run_id for r in study.runs}) == len(study.runs)
+
+
+def test_plan_expands_variants_grid_seeds_and_repeats_with_readable_ids(study_file):
+    study = load_study(study_file({
+        "name": "s", "set": {"train.lr": 0.03}, "seeds": [1, 2], "repeats": 2, "interleave": True,
+        "variants": [{"name": "bn", "set": {"model.norm": "bn"}}, {"name": "lrn", "set": {"model.norm": "lrn"}}],
+        "grid": {"model.lrn.size": [3, 5]},
+    }), ["train.epochs=2"])
+    assert len(study.runs) == 2 * 2 * 2 * 2
+    ids = [r.run_id for r in study.runs]
+    # interleaved: the first round holds every variant and grid point once, before any second repeat
+    assert ids[:4] == ["bn,size=3,seed=1,rep=0", "bn,size=5,seed=1,rep=0", "lrn,size=3,seed=1,rep=0", "lrn,size=5,seed=1,rep=0"]
+    run = study.runs[2].config
+    assert (run.model.norm, run.model.lrn.size, run.experiment.seed, run.experiment.name) == ("lrn", 3, 1, "s")
+    assert run.train.lr == 0.03 and run.train.epochs == 2  # the study's set, then the command's --set
+
+
+BAD_STUDIES = [
+    ("empty_grid", {"grid": {}}, "empty grid and no variants"),
+    ("grid_key_unknown", {"grid": {"model.nrom": ["bn"]}}, "grid: model.nrom: unknown key; did you mean model.norm?"),
+    ("grid_values_empty", {"grid": {"model.norm": []}}, "grid: model.norm has no values"),
+    ("variant_key_unknown", {"variants": [{"name": "x", "set": {"train.lrr": 1}}]}, "variant x: train.lrr: unknown key"),
+    ("bad_value_names_the_run", {"grid": {"model.norm": ["lrn"], "model.lrn.size": [0]}}, "run norm=lrn,size=0,seed=0: model.lrn.size"),
+    ("unknown_study_key", {"grid": {"model.norm": ["bn"]}, "seed": [1]}, "seed: unknown key"),
+]
+
+
+@pytest.mark.parametrize("name,spec,fragment", BAD_STUDIES, ids=[b[0] for b in BAD_STUDIES])
+def test_bad_study_files_exit_2_and_write_nothing(cli, tmp_path, study_file, name, spec, fragment):
+    result = cli("compare", study_file(spec), "--runs-dir", tmp_path / "runs")
+    _assert_rejected(result, fragment, tmp_path / "runs")
+
+
+def test_compare_runs_each_run_once_records_divergence_and_skips_ended_runs_on_rerun(cli, tmp_path, study_file):
+    # lr 10 with momentum 0.99 overflows within the first 8 steps (measured: step 5, both seeds).
+    study = study_file({"name": "sweep", "grid": {"train.lr": [0.05, 10.0]},
+                        "set": {"train.momentum": 0.99, "data.synthetic_train_size": 256}, "seeds": [0, 1]})
+    result = cli("compare", study, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "runs" / "sweep"
+    states = {p.name: run_state(p) for p in root.iterdir()}
+    assert states == {"lr=0.05,seed=0": "completed", "lr=0.05,seed=1": "completed",
+                      "lr=10.0,seed=0": "diverged", "lr=10.0,seed=1": "diverged"}
+    assert "lr=0.05" in result.stdout  # the comparison table
+
+    # A failed run is restarted, an interrupted one resumed, ended ones left alone.
+    failed, interrupted = RunDir(root / "lr=0.05,seed=0"), RunDir(root / "lr=0.05,seed=1")
+    failed.write_summary({**failed.read_summary(), "status": "failed"})
+    interrupted.write_summary({**interrupted.read_summary(), "status": "interrupted"})
+    untouched = (root / "lr=10.0,seed=0" / "summary.json").read_text()
+    result = cli("compare", study, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "resumed" not in failed.read_summary() and failed.read_summary()["status"] == "completed"
+    assert len(interrupted.read_summary()["resumed"]) == 1 and interrupted.read_summary()["status"] == "completed"
+    assert (root / "lr=10.0,seed=0" / "summary.json").read_text() == untouched
+
+    dry = cli("compare", study, "--runs-dir", tmp_path / "runs", "--dry-run")
+    assert "4 already ended, 0 to run" in dry.stderr
+
+
+def test_parallel_jobs_split_threads_and_two_sweeps_at_once_never_train_a_run_twice(tmp_path, study_file):
+    study = study_file({"name": "par", "grid": {"model.norm": ["bn", "lrn", "none"]}, "seeds": [0, 1]})
+    command = [sys.executable, "-m", "lrnbn", "compare", str(study), "--runs-dir", str(tmp_path / "runs"), "--jobs", "2"]
+    first, second = subprocess.Popen(command, stderr=subprocess.PIPE), subprocess.Popen(command, stderr=subprocess.PIPE)
+    outputs = [p.communicate(timeout=300)[1].decode() for p in (first, second)]
+    runs = sorted((tmp_path / "runs" / "par").iterdir())
+    assert len(runs) == 6
+    for path in runs:
+        run = RunDir(path)
+        assert run.read_summary()["status"] == "completed", (path, outputs)
+        assert "resumed" not in run.read_summary()
+        assert len(run.read_metrics()[0]) == 1  # one epoch, written once
+        assert run.read_env()["cpu_threads"] == max(1, __import__("os").cpu_count() // 2)
+    # A run the other sweep held is left to it (reported as busy), not trained twice nor counted as a failure.
+    assert first.returncode == 0 and second.returncode == 0, outputs

@@ -1,0 +1,51 @@
+import pytest
+
+from lrnbn.report import build_report
+from tests.rundirs import make_run
+from tests.test_claims import LEARNS, timing_study
+
+
+def test_report_writes_markdown_tables_plots_and_claims_from_disk(tmp_path):
+    timing_study(tmp_path / "runs", 10.0, {1: 12.0, 5: 14.0, 10: 18.0}, {1: 12.0, 5: 12.1, 10: 12.0})
+    for seed in range(2):
+        make_run(tmp_path / "runs", "sweep", f"k1,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 1, "model.lrn.alpha": 0.01,
+                                                               "experiment.seed": seed}, LEARNS)
+        make_run(tmp_path / "runs", "sweep", f"k2,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 2, "model.lrn.alpha": 0.02,
+                                                               "experiment.seed": seed}, LEARNS[:2])
+    path, verdicts, tables = build_report([tmp_path / "runs"], tmp_path / "out", "md", target=0.5)
+    text = path.read_text()
+    assert path == tmp_path / "out" / "report.md"
+    assert "## Study timing" in text and "## Claims" in text and "### C4: reproduced only under conditions" in text
+    timing = {row["variant"]: row for row in tables["timing"]}
+    assert timing["norm=bn,size=5,impl=torch"]["ratio to BN"] == "1.00"
+    assert timing["norm=lrn,size=10,impl=torch"]["ratio to BN"] == "1.80"
+    sweep = {row["variant"]: row for row in tables["sweep"]}
+    assert sweep["alpha=0.01,k=1.0"]["epochs to 50%"] == "3.0 (2/2)"
+    assert sweep["alpha=0.02,k=2.0"]["epochs to 50%"] == "never (0/2)"
+    for png in ("timing-accuracy.png", "timing-time-vs-n.png", "sweep-accuracy.png", "sweep-heatmap.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 1000, png
+        assert f"]({png})" in text
+
+
+def test_html_report_has_its_images_inline(tmp_path):
+    make_run(tmp_path / "runs", "one", "a", {"model.norm": "bn"}, LEARNS)
+    path, _, _ = build_report([tmp_path / "runs"], tmp_path / "out", "html")
+    assert path.name == "report.html" and "data:image/png;base64," in path.read_text()
+
+
+def test_report_says_when_a_metrics_file_was_cut_short(tmp_path):
+    run = make_run(tmp_path / "runs", "one", "a", {"model.norm": "bn"}, LEARNS)
+    with open(run.path / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 5, "tes')
+    path, _, tables = build_report([tmp_path / "runs"], tmp_path / "out")
+    assert "truncated line" in path.read_text() and str(run.path) in path.read_text()
+    assert tables["one"][0]["final test acc"] == "60.0 +- 0.0%"
+
+
+def test_report_cli_prints_tables_and_rejects_an_empty_folder(cli, tmp_path):
+    make_run(tmp_path / "runs", "one", "a", {"model.norm": "bn"}, LEARNS)
+    result = cli("report", tmp_path / "runs", "--out", tmp_path / "out")
+    assert result.exit_code == 0 and "claims" in result.stdout and "report:" in result.stdout
+    (tmp_path / "empty").mkdir()
+    result = cli("report", tmp_path / "empty", "--out", tmp_path / "out2")
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: no run directories under {tmp_path / 'empty'}"
