@@ -194,11 +194,11 @@ def bench_lrn(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ) -> None:
     """Forward+backward of BatchNorm2d, torch LRN and fast LRN over n: medians and ratios to BN."""
-    from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
     from lrnbn.bench import bench_lrn as run_bench, lrn_targets
+    from lrnbn.console import table_console
     from lrnbn.train import resolve_device
 
     dims = _ints(shape, "--shape")
