@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from lrnbn.results import Variant, mean_std, quartiles, stays_at_chance, to_target
+from lrnbn.results import Variant, mean_std, probe_summary, quartiles, stays_at_chance, to_target
 
 REPRODUCED, NOT_REPRODUCED, CONDITIONAL, INCONCLUSIVE = (
     "reproduced", "not reproduced", "reproduced only under conditions", "inconclusive")
@@ -58,6 +58,22 @@ def _norm_groups(studies: dict[str, list[Variant]]) -> list[list[Variant]]:
 
 def _by_norm(group: list[Variant], norm: str) -> list[Variant]:
     return [v for v in group if v.get("model.norm") == norm]
+
+
+def _probe_comparison(group: list[Variant], key: str, lower_is_claimed: bool = True) -> tuple[str, bool] | None:
+    """BN's against LRN's mean of a probe measure; None when either lacks probes. The flag says whether BN's
+    value is lower than every LRN variant's (the direction the note's mechanism predicts)."""
+    bn = [probe_summary(v) for v in _by_norm(group, "bn")]
+    lrn = [probe_summary(v) for v in _by_norm(group, "lrn")]
+    none = [probe_summary(v) for v in _by_norm(group, "none")]
+    if not all(bn) or not all(lrn) or not bn or not lrn:
+        return None
+    bn_value = min(p[key] for p in bn)
+    holds = all(bn_value < p[key] for p in lrn)
+    text = f"BN {bn_value:.3g}, LRN {', '.join(f'{p[key]:.3g}' for p in lrn)}"
+    if none and all(none):
+        text += f", none {', '.join(f'{p[key]:.3g}' for p in none)}"
+    return text, holds
 
 
 def _pct(x: float) -> str:
@@ -124,7 +140,15 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
     if not outcomes:
         return Verdict("C2", statement, INCONCLUSIVE, f"needs runs: BN and LRN on the same schedule with >= {MIN_SEEDS} "
                        "seeds each, e.g. configs/notes/convergence-quick.yaml", thresholds)
-    mechanism = " The mechanism (steady input distributions) is not measured by these runs."
+    drifts = [c for c in (_probe_comparison(g, "output_drift") for g in _norm_groups(studies)) if c]
+    if drifts:
+        steady = all(holds for _, holds in drifts)
+        mechanism = (f" Mechanism (probes): drift of the normalized layers' outputs, i.e. the next layers' inputs, per "
+                     f"probe interval: {'; '.join(t for t, _ in drifts)}; "
+                     + ("BN's is the lowest, as the note explains." if steady else
+                        "BN's is not the lowest, so steadier inputs do not explain the difference here."))
+    else:
+        mechanism = " The mechanism (steady input distributions) is not measured by these runs (enable probes)."
     if all(outcomes):
         return Verdict("C2", statement, REPRODUCED, "BN reached the target in fewer epochs than every LRN variant." + mechanism,
                        thresholds, evidence, _runs_of(used))
@@ -158,7 +182,12 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
     if not outcomes:
         return Verdict("C3", statement, INCONCLUSIVE, f"needs runs: BN and LRN with >= {MIN_SEEDS} seeds each, "
                        "e.g. configs/notes/convergence-quick.yaml", thresholds)
-    caveat = " Weight-update sizes are not measured by these runs; the gap is the only evidence."
+    updates = [c for c in (_probe_comparison(g, "update_ratio") for g in _norm_groups(studies)) if c]
+    if updates:
+        caveat = (f" Relative weight update per step (probes): {'; '.join(t for t, _ in updates)}; "
+                  + ("BN's updates are the smallest." if all(h for _, h in updates) else "BN's updates are not the smallest."))
+    else:
+        caveat = " Weight-update sizes are not measured by these runs (enable probes); the gap is the only evidence."
     verdict = REPRODUCED if all(outcomes) else CONDITIONAL if any(outcomes) else NOT_REPRODUCED
     reason = {REPRODUCED: "BN's train-test gap is smaller than LRN's.",
               CONDITIONAL: "BN's gap is smaller than some LRN variants' only.",
@@ -262,7 +291,13 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
                                            "the note's stated conditions alone do not produce it.")
     if elsewhere:
         reason += f" Outside the note's conditions, these stayed at chance too: {'; '.join(elsewhere)}."
-    reason += " Filter similarity is not measured by these runs."
+    similarity = {v.label: probe_summary(v)["filter_similarity"] for v, _ in note_conditions + others
+                  if probe_summary(v)}
+    if similarity:
+        reason += (" conv1 filter similarity at the end (probes, mean |cos|): "
+                   + ", ".join(f"{label} {value:.2f}" for label, value in similarity.items()) + ".")
+    else:
+        reason += " Filter similarity is not measured by these runs (enable probes)."
     return Verdict("C5", statement, verdict, reason, thresholds, evidence, _runs_of(used))
 
 

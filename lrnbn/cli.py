@@ -79,10 +79,8 @@ def compare(
     target: float = typer.Option(0.5, help="Test accuracy for the 'epochs to target' column."),
 ) -> None:
     """Run a study: every grid point / variant x seed x repeat, skipping finished runs; end with a comparison."""
-    from rich.console import Console
-
     from lrnbn.compare import load_study, run_state, run_study
-    from lrnbn.console import StudyDisplay, print_table, table_console
+    from lrnbn.console import StudyDisplay, print_table, wide_console
     from lrnbn.report import study_table
     from lrnbn.results import group
     from lrnbn.rundir import find_runs
@@ -91,7 +89,7 @@ def compare(
     root = runs_dir / plan.name
     states = {run.run_id: run_state(root / run.run_id) for run in plan.runs}
     done = sum(1 for s in states.values() if s in ("completed", "diverged"))
-    console = Console(stderr=True)
+    console = wide_console(stderr=True)
     console.print(f"[bold]{plan.name}[/]: {len(plan.runs)} runs, {done} already ended, {len(plan.runs) - done} to run "
                   f"-> {root}/")
     for run_id, state in states.items():
@@ -109,7 +107,7 @@ def compare(
         console.print(f"{len(outcome.busy)} run(s) were being trained by another process and were left to it")
     if any(s != "absent" for s in outcome.statuses.values()):
         for name, variants in group(find_runs([root])).items():
-            print_table(table_console(), study_table(variants, target), f"{name} ({outcome.wall_time_s:.1f} s)")
+            print_table(wide_console(), study_table(variants, target), f"{name} ({outcome.wall_time_s:.1f} s)")
     failed = [r for r, s in outcome.statuses.items() if s == "failed"] + list(outcome.errors)
     if outcome.interrupted:
         console.print("interrupted: rerun the same command to finish the study")
@@ -128,11 +126,11 @@ def report(
     target: float = typer.Option(0.5, help="Test accuracy for 'epochs to target' (C2 uses it too)."),
 ) -> None:
     """Tables, plots and verdicts on the note's claims, from run directories on disk only."""
-    from lrnbn.console import print_table, table_console
+    from lrnbn.console import print_table, wide_console
     from lrnbn.report import build_report
 
     path, verdicts, tables = build_report(list(paths), out, format_, target)
-    console = table_console()
+    console = wide_console()
     for name, rows in tables.items():
         print_table(console, rows, f"study {name}")
     print_table(console, [{"claim": v.claim, "verdict": v.verdict, "reason": v.reason} for v in verdicts], "claims")
@@ -198,7 +196,7 @@ def bench_lrn(
     from rich.table import Table
 
     from lrnbn.bench import bench_lrn as run_bench, lrn_targets
-    from lrnbn.console import table_console
+    from lrnbn.console import wide_console
     from lrnbn.train import resolve_device
 
     dims = _ints(shape, "--shape")
@@ -221,7 +219,7 @@ def bench_lrn(
     for r in results:
         table.add_row(r["impl"], "" if r["size"] is None else str(r["size"]), f"{r['median_ms']:.1f}",
                       f"{r['min_ms']:.1f}-{r['max_ms']:.1f}", f"{r['ratio_to_bn']:.2f}")
-    console = table_console()
+    console = wide_console()
     console.print(table)
     for name, value in lrn_targets(results).items():
         console.print(f"{name}: {value:.2f}")

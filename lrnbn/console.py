@@ -18,10 +18,10 @@ def _progress(console: Console) -> Progress:
                     TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console)
 
 
-def table_console() -> Console:
-    """stdout for tables: a terminal's own width, else (a log file, a pipe) wide enough not to fold the columns."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+def wide_console(stderr: bool = False) -> Console:
+    """A terminal's own width; else (a log file, a pipe) wide enough not to fold tables and progress lines."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=200)
 
 
 def print_table(console: Console, rows: list[dict], title: str) -> None:
@@ -40,7 +40,7 @@ class RichView:
     (`progress` given) it adds its bar to the study's display and removes it when the run ends."""
 
     def __init__(self, console: Console | None = None, progress: Progress | None = None, label: str = ""):
-        self.console = console or Console(stderr=True)
+        self.console = console or wide_console(stderr=True)
         self.progress, self.shared, self.label = progress, progress is not None, label
         self.task = None
 
@@ -92,7 +92,7 @@ class StudyDisplay:
     the runs' metrics.jsonl when they train in other processes."""
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True)
+        self.console = console or wide_console(stderr=True)
         self.progress = _progress(self.console)
         self.overall = None
         self.polled: dict[str, tuple[int, Path]] = {}

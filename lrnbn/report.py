@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import html
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrnbn.claims import Verdict, all_claims
 from lrnbn.errors import UserError
-from lrnbn.results import Variant, group, mean_std, quartiles, short_names, to_target, varying_keys
-from lrnbn.rundir import atomic_write_text, find_runs
+from lrnbn.results import Variant, group, mean_std, probe_summary, quartiles, short_names, to_target, varying_keys
+from lrnbn.rundir import FILTERS_FILE, atomic_write_text, find_runs
 
 STATUS_ORDER = ("completed", "diverged", "interrupted", "failed", "running")
 
@@ -84,6 +85,19 @@ def _plt():
     return plt
 
 
+def _save(fig, ax, title: str, variants: list[Variant], path: Path, grid: bool = True) -> Path:
+    """Title (with the dataset and machine, so a plot stands on its own), legend, grid; write the PNG."""
+    ax.set_title(f"{title}\n{_dataset(variants)} | {_machine(variants)}", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    if grid:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def plot_accuracy(study: str, variants: list[Variant], out: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -97,16 +111,9 @@ def plot_accuracy(study: str, variants: list[Variant], out: Path) -> Path:
         line, = ax.plot(list(epochs), mean, marker="o", ms=3, label=f"{v.label} (n={len(finished)})")
         ax.fill_between(list(epochs), [min(x) for x in per_epoch], [max(x) for x in per_epoch], alpha=0.2,
                         color=line.get_color())
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)",
-           title=f"{study}: test accuracy (mean, band = min-max over seeds)\n{_dataset(variants)} | {_machine(variants)}")
-    ax.title.set_fontsize(8)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    path = out / f"{study}-accuracy.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)")
+    return _save(fig, ax, f"{study}: test accuracy (mean, band = min-max over seeds)", variants,
+                 out / f"{study}-accuracy.png")
 
 
 def plot_time_vs_n(study: str, variants: list[Variant], out: Path) -> Path | None:
@@ -125,16 +132,8 @@ def plot_time_vs_n(study: str, variants: list[Variant], out: Path) -> Path | Non
         times = [t for v in variants if v.get("model.norm") == norm for t in v.epoch_times()]
         if times:
             ax.axhline(quartiles(times)[1], linestyle=style, color="k", label=f"{norm} (median)")
-    ax.set(xlabel="LRN window n (channels)", ylabel="epoch time, training phase (s)",
-           title=f"{study}: epoch time vs LRN n (median, bars = IQR)\n{_dataset(variants)} | {_machine(variants)}")
-    ax.title.set_fontsize(8)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    path = out / f"{study}-time-vs-n.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set(xlabel="LRN window n (channels)", ylabel="epoch time, training phase (s)")
+    return _save(fig, ax, f"{study}: epoch time vs LRN n (median, bars = IQR)", variants, out / f"{study}-time-vs-n.png")
 
 
 def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
@@ -157,16 +156,84 @@ def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
     ax.set(xlabel=names[col_key], ylabel=names[row_key])
-    others = [k for k in keys[2:]]
-    ax.set_title(f"{study}: final test accuracy (%), mean over seeds"
-                 + (f" and {', '.join(short_names(others).values())}" if others else "")
-                 + f"\n{_dataset(variants)} | {_machine(variants)}", fontsize=8)
+    others = keys[2:]
     fig.colorbar(image, ax=ax, label="test accuracy (%)")
-    path = out / f"{study}-heatmap.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    title = f"{study}: final test accuracy (%), mean over seeds" + (
+        f" and {', '.join(short_names(others).values())}" if others else "")
+    return _save(fig, ax, title, variants, out / f"{study}-heatmap.png", grid=False)
+
+
+def _probe_series(v: Variant, pick) -> tuple[list[int], list[float]]:
+    """Mean over the variant's probed runs of pick(probe record) at each probe step (None values skipped)."""
+    by_step: dict[int, list[float]] = {}
+    for r in v.runs:
+        for p in r.probes:
+            value = pick(p)
+            if value is not None:
+                by_step.setdefault(p["step"], []).append(value)
+    steps = sorted(by_step)
+    return steps, [sum(by_step[s]) / len(by_step[s]) for s in steps]
+
+
+def plot_probes(study: str, variants: list[Variant], out: Path) -> list[Path]:
+    """Drift per normalized layer, relative update size and conv1 filter similarity over training."""
+    probed = [v for v in variants if any(r.probes for r in v.runs)]
+    if not probed:
+        return []
+    positions = max(len(r.probes[0]["layers"]) for v in probed for r in v.runs if r.probes)
+    plt = _plt()
+    fig, axes = plt.subplots(1, positions, figsize=(5 * positions, 4), squeeze=False)
+    for position, ax in enumerate(axes[0]):
+        for v in probed:
+            steps, values = _probe_series(v, lambda p: p["layers"][position]["output_drift"]
+                                          if position < len(p["layers"]) else None)
+            ax.plot(steps, values, label=v.label)
+        ax.set(xlabel="step", ylabel="drift of the layer's output (in stds)", yscale="log")
+        ax.set_title(f"norm position {position}", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    paths = [_save(fig, axes[0][-1], f"{study}: drift between probe points of each normalized layer's output "
+                   "(the next layer's input), mean over seeds", variants, out / f"{study}-drift.png")]
+    for name, pick, label, log in (
+            ("updates", lambda p: sum(w["update_ratio"] for w in p["weights"]) / len(p["weights"]),
+             "relative weight update per step, mean over layers", True),
+            ("filter-similarity", lambda p: p["filter_similarity"], "conv1 filter similarity (mean |cos|)", False)):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for v in probed:
+            ax.plot(*_probe_series(v, pick), label=v.label)
+        ax.set(xlabel="step", ylabel=label, yscale="log" if log else "linear")
+        paths.append(_save(fig, ax, f"{study}: {label}, mean over seeds", variants, out / f"{study}-{name}.png"))
+    return paths
+
+
+def filter_grids(study: str, variants: list[Variant], out: Path) -> tuple[list[Path], str]:
+    """The conv1 filters of the study's worst and best probed runs (by final test accuracy), side by side."""
+    runs = [r for v in variants for r in v.runs if r.metrics and (r.path / FILTERS_FILE).exists()]
+    if len(runs) < 2:
+        return [], ""
+    worst = min(runs, key=lambda r: r.metrics[-1]["test_acc"])
+    best = max(runs, key=lambda r: r.metrics[-1]["test_acc"])
+    paths = []
+    for tag, run in (("worst", worst), ("best", best)):
+        target = out / f"{study}-filters-{tag}.png"
+        shutil.copyfile(run.path / FILTERS_FILE, target)
+        paths.append(target)
+    text = (f"conv1 filters of the worst run ({worst.path.name}: {100 * worst.metrics[-1]['test_acc']:.1f}%, filter "
+            f"similarity {worst.probes[-1]['filter_similarity']:.2f}) and the best ({best.path.name}: "
+            f"{100 * best.metrics[-1]['test_acc']:.1f}%, similarity {best.probes[-1]['filter_similarity']:.2f}).")
+    return paths, text
+
+
+def probe_table(variants: list[Variant]) -> list[dict]:
+    rows = []
+    for v in variants:
+        summary = probe_summary(v)
+        if summary:
+            rows.append({"variant": v.label, "input drift": f"{summary['input_drift']:.3f}",
+                         "output drift": f"{summary['output_drift']:.3f}",
+                         "update ratio per step": f"{summary['update_ratio']:.2e}",
+                         "final filter similarity": f"{summary['filter_similarity']:.3f}"})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,6 +276,16 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
         section.tables.append(tables[study])
         section.images += [p for p in (plot_accuracy(study, variants, out), plot_time_vs_n(study, variants, out),
                                        plot_heatmap(study, variants, out)) if p]
+        probes = probe_table(variants)
+        if probes:
+            section.paragraphs.append("Probes (see lrnbn/probes.py): drift is the mean shift of a normalized layer's "
+                                      "per-channel means between probe points, in units of the earlier std.")
+            section.tables.append(probes)
+            section.images += plot_probes(study, variants, out)
+            grids, text = filter_grids(study, variants, out)
+            if grids:
+                section.paragraphs.append(text)
+                section.images += grids
         sections.append(section)
     verdicts = all_claims(studies, target)
     sections.append(Section("Claims", paragraphs=["Each verdict is computed from the runs above; see lrnbn/claims.py."]))

@@ -45,7 +45,8 @@ class Variant:
     label: str = ""
 
     def get(self, key: str):
-        return self.settings[key]
+        # None for a key the run's config lacks (a run written before the key existed).
+        return self.settings.get(key)
 
     @property
     def finished(self) -> list[LoadedRun]:
@@ -72,23 +73,29 @@ def group(runs: list[LoadedRun]) -> dict[str, list[Variant]]:
     """study name -> its variants, each labelled by the keys in which the study's variants differ."""
     studies: dict[str, dict[tuple, Variant]] = {}
     for run in runs:
-        settings = {k: v for k, v in flatten(run.config).items() if k not in IGNORED_KEYS}
+        # LRN's settings mean nothing to a run without LRN: they neither split nor label its variant.
+        lrn_unused = run.config["model"]["norm"] != "lrn"
+        settings = {k: v for k, v in flatten(run.config).items()
+                    if k not in IGNORED_KEYS and not (lrn_unused and k.startswith("model.lrn."))}
         key = tuple(sorted((k, repr(v)) for k, v in settings.items()))
         study = run.path.parent.name
         studies.setdefault(study, {}).setdefault(key, Variant(study, settings)).runs.append(run)
     grouped = {}
     for study, variants in studies.items():
         variants = list(variants.values())
-        varying = [k for k in variants[0].settings if len({repr(v.settings.get(k)) for v in variants}) > 1]
+        varying = varying_keys(variants)
         names = short_names(varying)
         for variant in variants:
-            variant.label = ",".join(f"{names[k]}={show(variant.settings.get(k))}" for k in varying) or study
+            variant.label = ",".join(f"{names[k]}={show(variant.settings[k])}" for k in varying
+                                     if k in variant.settings) or study
         grouped[study] = variants
     return grouped
 
 
 def varying_keys(variants: list[Variant]) -> list[str]:
-    return [k for k in variants[0].settings if len({repr(v.settings.get(k)) for v in variants}) > 1]
+    """Keys on which the variants that have them disagree, in schema order."""
+    keys = list(dict.fromkeys(k for v in variants for k in v.settings))
+    return [k for k in keys if len({repr(v.settings[k]) for v in variants if k in v.settings}) > 1]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -117,3 +124,25 @@ def to_target(run: LoadedRun, target: float) -> tuple[int | None, float | None]:
 
 def stays_at_chance(run: LoadedRun, chance: float, tolerance: float) -> bool:
     return bool(run.metrics) and all(abs(m["test_acc"] - chance) <= tolerance for m in run.metrics)
+
+
+def probe_summary(variant: Variant) -> dict | None:
+    """Means over the variant's probed runs: drift of the normalized layers' input and output per probe interval,
+    relative weight update per step, and conv1 filter similarity at the end. None without probes."""
+    runs = [r for r in variant.runs if r.probes]
+    if not runs:
+        return None
+
+    def mean(values):
+        return statistics.fmean(values) if values else math.nan
+
+    def drifts(side):
+        return [layer[f"{side}_drift"] for r in runs for p in r.probes for layer in p["layers"]
+                if layer[f"{side}_drift"] is not None]
+
+    return {
+        "input_drift": mean(drifts("input")),
+        "output_drift": mean(drifts("output")),
+        "update_ratio": mean([w["update_ratio"] for r in runs for p in r.probes for w in p["weights"]]),
+        "filter_similarity": mean([r.probes[-1]["filter_similarity"] for r in runs]),
+    }

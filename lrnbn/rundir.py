@@ -6,6 +6,8 @@ RUNS_DIR/<experiment>/<YYYYmmdd-HHMMSS>-<6 hex>/
   metrics.jsonl  one JSON object per finished epoch, each line written whole and flushed
   summary.json   status (running | completed | diverged | failed | interrupted) and final figures
   checkpoint.pt  the last checkpoint: model, optimizer, scheduler, position in the run, RNG states, metrics so far
+  probes.jsonl   with probes enabled: one JSON object per probe point (see probes.py)
+  conv1-filters.png  with probes enabled: the first layer's filters at the end of the run
   .lock          held (flock) by the process training the run, so that no second process trains it at once
 
 Whole files are written atomically (temp file, fsync, rename) so a reader never sees half of one. Readers need
@@ -30,6 +32,8 @@ ENV_FILE = "env.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+PROBES_FILE = "probes.jsonl"
+FILTERS_FILE = "conv1-filters.png"
 LOCK_FILE = ".lock"
 
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
@@ -103,6 +107,25 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
+    def append_probe(self, record: dict) -> None:
+        with open(self.path / PROBES_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def read_probes(self) -> list[dict]:
+        path = self.path / PROBES_FILE
+        if not path.exists():
+            return []
+        lines = path.read_text().split("\n")
+        # As for metrics: only a last line without its newline can be cut short; it is dropped.
+        return [json.loads(line) for line in lines[:-1] if line.strip()]
+
+    def rewrite_probes(self, until_step: int) -> None:
+        """Keep the probe records up to a checkpoint's step: the resumed run writes the later ones again."""
+        if (self.path / PROBES_FILE).exists():
+            kept = [r for r in self.read_probes() if r["step"] <= until_step]
+            atomic_write_text(self.path / PROBES_FILE, "".join(json.dumps(r) + "\n" for r in kept))
+
     def rewrite_metrics(self, records: list[dict]) -> None:
         """Replace metrics.jsonl by exactly these records (on resume: the checkpoint's, so none is lost or doubled)."""
         atomic_write_text(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
@@ -168,7 +191,7 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove a previous attempt's files (the lock stays: its holder is clearing)."""
-        for name in (CONFIG_FILE, ENV_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE):
+        for name in (CONFIG_FILE, ENV_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PROBES_FILE, FILTERS_FILE):
             (self.path / name).unlink(missing_ok=True)
 
     def is_run(self) -> bool:
@@ -187,6 +210,7 @@ class LoadedRun:
     summary: dict
     metrics: list[dict]
     truncated: bool  # metrics.jsonl ended in a line cut short (a crash); that line was dropped
+    probes: list[dict]  # empty unless the run had probes enabled
 
     @property
     def status(self) -> str:
@@ -205,7 +229,8 @@ def load_run(path: Path) -> LoadedRun:
     run = RunDir(path)
     env = run.read_env() if (run.path / ENV_FILE).exists() else {}
     metrics, truncated = run.read_metrics()
-    return LoadedRun(run.path, yaml.safe_load(run.read_config_text()), env, run.read_summary(), metrics, truncated)
+    return LoadedRun(run.path, yaml.safe_load(run.read_config_text()), env, run.read_summary(), metrics, truncated,
+                     run.read_probes())
 
 
 def find_runs(paths: list[Path]) -> list[LoadedRun]:

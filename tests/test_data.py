@@ -179,3 +179,22 @@ def test_batches_are_normalised_and_crops_are_real_shifted_flipped_copies():
 def _crop(padded: torch.Tensor, dy: int, dx: int, flipped: bool) -> torch.Tensor:
     crop = padded[:, dy : dy + 8, dx : dx + 8]
     return crop.flip(-1) if flipped else crop
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    (lambda blob: blob.update(train_labels=blob["train_labels"] + 7), "labels must lie in 0..2"),
+    (lambda blob: blob.update(test_images=blob["test_images"][:, :2]), "images must be uint8 [N, 3, H, W]"),
+    (lambda blob: blob["train_images"].__setitem__((0, 0, 0, 0), 255 - blob["train_images"][0, 0, 0, 0]),
+     "does not match its recorded content hash"),
+])
+def test_training_on_a_damaged_cache_exits_2_with_one_line_and_writes_nothing(cli, tmp_path, write_config, damage, fragment):
+    make_image_tree(tmp_path / "src", per_class=(12, 4))
+    import_image_folder(tmp_path / "src", tmp_path / "data")
+    cache = tmp_path / "data" / CACHE_NAME
+    blob = torch.load(cache, weights_only=True)
+    damage(blob)
+    torch.save(blob, cache)
+    config = write_config({"data": {"dataset": "imagefolder", "root": str(tmp_path / "data")}, "train": {"batch_size": 8}})
+    result = cli("train", "--config", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert fragment in result.stderr and not (tmp_path / "runs").exists()
