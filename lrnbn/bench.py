@@ -99,3 +99,24 @@ def lrn_targets(results: list[dict]) -> dict:
         "fast_flatness_max_over_min": max(fast.values()) / min(fast.values()),
         f"torch_over_fast_at_n{n}": stock[n] / fast[n],
     }
+
+
+def bench_probes(config, repeats: int = 3, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Train `config` with probes off and on, alternating, `repeats` times each (run directories in a temporary
+    folder): the median training-phase epoch time of each, and the overhead of probing."""
+    import tempfile
+    from pathlib import Path
+
+    from lrnbn.train import run_training
+
+    times: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as runs_dir:
+        for round_ in range(repeats):
+            for enabled in (False, True):
+                probed = config.model_copy(update={"probes": config.probes.model_copy(update={"enabled": enabled})})
+                records, _ = run_training(probed, Path(runs_dir)).run_dir.read_metrics()
+                times[enabled] += [r["epoch_time_s"] for r in records]
+            if progress:
+                progress(round_ + 1, repeats)
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    return {"epochs_timed": len(times[False]), "off_median_s": off, "on_median_s": on, "overhead": on / off - 1}

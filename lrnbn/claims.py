@@ -119,13 +119,16 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
     statement = "BN makes training converge faster than LRN (the note: because layer input distributions stay steady)."
     thresholds = (f"target test accuracy {_pct(target)}; BN must reach it in every seed and in fewer mean epochs "
                   f"than LRN (a seed that never reaches it counts as epochs+1); >= {MIN_SEEDS} seeds per variant")
-    evidence, outcomes, used = [], [], []
+    evidence, outcomes, used, unreached = [], [], [], []
     for group in _norm_groups(studies):
         bn, lrn = _by_norm(group, "bn"), _by_norm(group, "lrn")
         if any(len(v.finished) < MIN_SEEDS for v in bn + lrn):
             continue
         def epochs(v: Variant) -> list[int]:
             return [to_target(r, target)[0] or len(r.metrics) + 1 for r in v.finished]
+        if not any(to_target(r, target)[0] for v in bn + lrn for r in v.finished):
+            unreached.append(group[0].study)  # the target is out of reach of these runs: they cannot tell
+            continue
         bn_epochs = min(mean_std(epochs(v))[0] for v in bn)
         bn_all_reach = all(to_target(r, target)[0] for v in bn for r in v.finished)
         for v in group:
@@ -137,6 +140,9 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         for v in lrn:
             outcomes.append(bn_all_reach and bn_epochs < mean_std(epochs(v))[0])
         used += group
+    if not outcomes and unreached:
+        return Verdict("C2", statement, INCONCLUSIVE, f"neither BN nor LRN reached {_pct(target)} in {', '.join(unreached)}: "
+                       "lower --target or train longer", thresholds)
     if not outcomes:
         return Verdict("C2", statement, INCONCLUSIVE, f"needs runs: BN and LRN on the same schedule with >= {MIN_SEEDS} "
                        "seeds each, e.g. configs/notes/convergence-quick.yaml", thresholds)

@@ -87,13 +87,13 @@ def compare(
 
     plan = load_study(study, list(set_ or []))
     root = runs_dir / plan.name
-    states = {run.run_id: run_state(root / run.run_id) for run in plan.runs}
+    states = {run.run_id: run_state(root / run.run_id, run.config) for run in plan.runs}
     done = sum(1 for s in states.values() if s in ("completed", "diverged"))
     console = wide_console(stderr=True)
     console.print(f"[bold]{plan.name}[/]: {len(plan.runs)} runs, {done} already ended, {len(plan.runs) - done} to run "
                   f"-> {root}/")
     for run_id, state in states.items():
-        console.print(f"  {run_id}" + ("" if state == "absent" else f"  [{state}]"))
+        console.print(f"  {run_id}" + ("" if state == "absent" else f"  ({state})"), markup=False)
     if dry_run:
         return
     display = StudyDisplay(console)
@@ -225,3 +225,25 @@ def bench_lrn(
         console.print(f"{name}: {value:.2f}")
     if json_path is not None:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+@bench_app.command("probes")
+@user_errors
+def bench_probes(
+    config: Optional[Path] = ConfigOption,
+    set_: Optional[List[str]] = SetOption,
+    repeats: int = typer.Option(3, min=1, help="Runs with probes off and on, alternating."),
+) -> None:
+    """The cost of probes: training-phase epoch time with probes off and on, side by side."""
+    from rich.progress import Progress
+
+    from lrnbn.bench import bench_probes as run_bench
+    from lrnbn.config import load_config
+
+    settings = load_config(config, list(set_ or []))
+    with Progress(transient=True) as progress:
+        task = progress.add_task("training with probes off and on", total=repeats)
+        result = run_bench(settings, repeats, lambda done, total: progress.update(task, completed=done))
+    typer.echo(f"probes every {settings.probes.every} steps on {settings.probes.batch_size} images: median epoch "
+               f"{result['off_median_s']:.2f} s off, {result['on_median_s']:.2f} s on "
+               f"({result['epochs_timed']} epochs each): overhead {100 * result['overhead']:+.1f}%")

@@ -23,7 +23,7 @@ from lrnbn.config import (Config, ConfigError, all_keys, apply_overrides, format
                           unknown_key_message, validate)
 from lrnbn.errors import UserError
 from lrnbn.results import short_names, show
-from lrnbn.rundir import RunBusy, RunDir
+from lrnbn.rundir import CONFIG_FILE, RunBusy, RunDir
 
 
 class VariantSpec(BaseModel):
@@ -123,10 +123,18 @@ def _yaml_scalar(value) -> str:
 # Running.
 
 
-def run_state(path: Path) -> str:
-    """What a planned run's directory says: absent, or its summary's status (completed, diverged, ...)."""
+def run_state(path: Path, config: Config | None = None) -> str:
+    """What a planned run's directory says: absent, its summary's status (completed, diverged, ...), or stale when
+    its saved config no longer matches the study's `config`."""
+    from lrnbn.config import load_config
+    from lrnbn.train import changed_keys
+
     run = RunDir(path)
-    return run.read_summary()["status"] if run.is_run() else "absent"
+    if not run.is_run():
+        return "absent"
+    if config is not None and changed_keys(load_config(run.path / CONFIG_FILE), config):
+        return "stale: its config differs from the study's; delete it to rerun"
+    return run.read_summary()["status"]
 
 
 def _child(path: str, config_json: dict, threads: int, cuda_index: int | None) -> None:
@@ -162,7 +170,7 @@ def run_study(study: Study, runs_dir: Path, jobs: int = 1, display=None) -> Stud
 
     started = time.perf_counter()
     root = Path(runs_dir) / study.name
-    pending = [run for run in study.runs if run_state(root / run.run_id) not in ("completed", "diverged")]
+    pending = [run for run in study.runs if run_state(root / run.run_id, run.config) not in ("completed", "diverged")]
     errors: dict[str, str] = {}
     busy: list[str] = []
     interrupted = False

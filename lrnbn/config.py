@@ -138,11 +138,20 @@ class TrainConfig(_Section):
     amp: bool = Field(False, description="bf16 autocast for the forward pass (CUDA only).")
 
 
+class ProbesConfig(_Section):
+    enabled: bool = Field(
+        False, description="Record activation drift, conv1 filter similarity and update sizes in probes.jsonl "
+        "(lrnbn/probes.py); they do not change training, and their time counts in epoch_time_s.")
+    every: int = Field(50, ge=1, description="Steps between probe points.")
+    batch_size: int = Field(256, ge=1, description="Images in the fixed probe batch: the first of the training split.")
+
+
 class Config(_Section):
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -429,6 +429,10 @@ class DeviceSplit:
                 images = self._crop_flip(images, generator)
             yield self._normalise(images), self.labels[index]
 
+    def first(self, n: int) -> torch.Tensor:
+        """The first n images, normalised and not augmented: a fixed batch."""
+        return self._normalise(self.images[:n])
+
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self), batch_size):
             yield self._normalise(self.images[start : start + batch_size]), self.labels[start : start + batch_size]

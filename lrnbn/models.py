@@ -13,13 +13,25 @@ from lrnbn.config import ModelConfig
 from lrnbn.lrn import LRN
 
 
+class NormSlot(nn.Module):
+    """A normalization position, holding BN, LRN or nothing: the probes find every position, whatever the norm."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
 def make_norm(cfg: ModelConfig, channels: int) -> nn.Module:
     if cfg.norm == "bn":
-        return nn.BatchNorm2d(channels)
+        return NormSlot(nn.BatchNorm2d(channels))
     if cfg.norm == "lrn":
         lrn = cfg.lrn
-        return LRN(lrn.size, lrn.alpha, lrn.beta, lrn.k, convention=lrn.convention, region=lrn.region, impl=lrn.impl)
-    return nn.Identity()
+        return NormSlot(LRN(lrn.size, lrn.alpha, lrn.beta, lrn.k, convention=lrn.convention, region=lrn.region,
+                            impl=lrn.impl))
+    return NormSlot(nn.Identity())
 
 
 def _scaled(channels: int, width: float) -> int:

@@ -32,7 +32,8 @@ from lrnbn.config import Config, TrainConfig, all_keys, dump_config, load_config
 from lrnbn.data import Dataset, DeviceSplit, input_stats, load_dataset
 from lrnbn.errors import UserError
 from lrnbn.models import build_model, count_parameters
-from lrnbn.rundir import CONFIG_FILE, SUMMARY_FILE, RunDir
+from lrnbn.probes import Probes, save_filter_grid
+from lrnbn.rundir import CONFIG_FILE, FILTERS_FILE, SUMMARY_FILE, RunDir
 
 EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130}
 
@@ -204,11 +205,12 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def train_epoch(model, split: DeviceSplit, optimizer, scheduler, cfg: Config, generator, device, stop, view,
-                position: Position) -> dict:
+def train_epoch(trainer: "Trainer", position: Position, stop, view, record_probe) -> dict:
     """Train from `position` to the end of its epoch, keeping position's step and sums current.
 
     Raises _Stopped on a non-finite loss (position then holds the last finite step) or a stop request."""
+    model, split, optimizer, scheduler = trainer.model, trainer.train_split, trainer.optimizer, trainer.scheduler
+    cfg, device, generator, probes = trainer.config, trainer.device, trainer.data_generator, trainer.probes
     model.train()
     steps = split.steps_per_epoch(cfg.train.batch_size)
     # Running sums stay on the device; they are read (a sync) only every `report_every` steps.
@@ -227,8 +229,15 @@ def train_epoch(model, split: DeviceSplit, optimizer, scheduler, cfg: Config, ge
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         lr = optimizer.param_groups[0]["lr"]
+        if probes:
+            probes.before_step()
         optimizer.step()
         scheduler.step()
+        if probes:
+            probes.after_step()
+            global_step = (position.epoch - 1) * steps + step + 1
+            if probes.due(global_step):
+                record_probe(probes.measure(global_step, position.epoch))
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
         loss_sum += loss.detach()
         correct += (logits.argmax(1) == labels).sum()
@@ -284,6 +293,7 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     data_generator: torch.Generator
+    probes: Probes | None
 
     @classmethod
     def build(cls, config: Config) -> "Trainer":
@@ -304,8 +314,11 @@ class Trainer:
         optimizer = make_optimizer(model, config.train)
         steps = train_split.steps_per_epoch(config.train.batch_size)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config.train, steps))
+        probes = None
+        if config.probes.enabled:
+            probes = Probes(model, train_split.first(min(config.probes.batch_size, len(train_split))), config.probes.every)
         return cls(config, device, dataset, mean, std, train_split, DeviceSplit(dataset.test, device, mean, std),
-                   model, optimizer, scheduler, torch.Generator().manual_seed(seed))
+                   model, optimizer, scheduler, torch.Generator().manual_seed(seed), probes)
 
     def checkpoint(self, position: Position) -> dict:
         return {
@@ -314,6 +327,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             # bf16 autocast needs no gradient scaler, so there is no scaler state to keep.
             "position": {**position.__dict__},
+            "probes": self.probes.state() if self.probes else None,
             "rng": {
                 "python": random.getstate(),
                 "numpy": _numpy_state_to_torch(np.random.get_state()),
@@ -335,6 +349,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         position = Position(**state["position"])
         self.data_generator.set_state(position.epoch_generator_state)
+        if self.probes and state["probes"]:
+            self.probes.restore(state["probes"])
         return position
 
 
@@ -367,7 +383,7 @@ def resume_training(path: Path, overrides: list[str], view=NullView()) -> RunRes
     if not run.is_run():
         raise UserError(f"{path} is not a run directory (it lacks {CONFIG_FILE} or {SUMMARY_FILE})")
     config = load_config(path / CONFIG_FILE, overrides)
-    changed = _changed_keys(load_config(path / CONFIG_FILE), config)
+    changed = changed_keys(load_config(path / CONFIG_FILE), config)
     if changed:
         raise UserError(f"--set {changed[0]}: a resumed run keeps its config (only {', '.join(sorted(RESUMABLE_KEYS))} "
                         f"may change); start a new run instead")
@@ -388,20 +404,21 @@ def train_at(path: Path, config: Config, view=NullView(), threads: int | None = 
     path.mkdir(parents=True, exist_ok=True)
     with run.lock():
         if run.is_run():
-            summary = run.read_summary()
-            if summary["status"] in FINAL_STATUSES:
-                return RunResult(run, summary)
-            changed = _changed_keys(load_config(path / CONFIG_FILE), config)
+            changed = changed_keys(load_config(path / CONFIG_FILE), config)
             if changed:
                 raise UserError(f"{path}: its saved config differs from the study's at {changed[0]}; "
                                 f"delete the run directory to run it with the new config")
+            summary = run.read_summary()
+            if summary["status"] in FINAL_STATUSES:
+                return RunResult(run, summary)
             if summary["status"] != "failed" and run.has_checkpoint():
                 return _resume(run, config, view)
         run.clear()
         return _start(run, trainer or Trainer.build(config), view)
 
 
-def _changed_keys(saved: Config, config: Config) -> list[str]:
+def changed_keys(saved: Config, config: Config) -> list[str]:
+    """Keys on which two configs describe different experiments."""
     return [key for key in all_keys() if _get(saved, key) != _get(config, key) and key not in RESUMABLE_KEYS]
 
 
@@ -423,6 +440,8 @@ def _resume(run: RunDir, config: Config, view) -> RunResult:
     # No checkpoint: it stopped inside its first epoch, so the freshly built trainer is where it began.
     position = trainer.restore(state) if state else Position()
     run.rewrite_metrics(position.records)
+    steps = trainer.train_split.steps_per_epoch(config.train.batch_size)
+    run.rewrite_probes(until_step=(position.epoch - 1) * steps + position.step)
     summary = {k: v for k, v in run.read_summary().items() if k not in ("stopped_at", "error")}
     summary.update(status="running", epochs_done=len(position.records))
     summary.setdefault("resumed", []).append({"at": _now(), "epoch": position.epoch, "step": position.step})
@@ -449,8 +468,7 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
                     position.epoch_generator_state = trainer.data_generator.get_state()
                 view.epoch_started(epoch, config.train.epochs, trainer.train_split.steps_per_epoch(config.train.batch_size))
                 try:
-                    trained = train_epoch(trainer.model, trainer.train_split, trainer.optimizer, trainer.scheduler,
-                                          config, trainer.data_generator, trainer.device, stop, view, position)
+                    trained = train_epoch(trainer, position, stop, view, run.append_probe)
                 except _Stopped as stopped:
                     summary.update(status=stopped.status, stopped_at={"epoch": epoch, "step": stopped.step})
                     if stopped.status == "interrupted":
@@ -472,6 +490,8 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
                     break
             else:
                 summary["status"] = "completed"
+        if trainer.probes:
+            save_filter_grid(trainer.probes.conv1.weight, run.path / FILTERS_FILE)
     except BaseException as exc:
         summary.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
                        error=f"{exc.__class__.__name__}: {exc}")

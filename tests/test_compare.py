@@ -107,3 +107,13 @@ def test_parallel_jobs_split_threads_and_two_sweeps_at_once_never_train_a_run_tw
         assert run.read_env()["cpu_threads"] == max(1, __import__("os").cpu_count() // 2)
     # A run the other sweep held is left to it (reported as busy), not trained twice nor counted as a failure.
     assert first.returncode == 0 and second.returncode == 0, outputs
+
+
+def test_runs_of_a_changed_study_are_stale_not_reused(cli, tmp_path, study_file):
+    first = study_file({"name": "s", "grid": {"model.norm": ["bn"]}})
+    assert cli("compare", first, "--runs-dir", tmp_path / "runs").exit_code == 0
+    changed = study_file({"name": "s", "grid": {"model.norm": ["bn"]}, "set": {"train.lr": 0.5}})
+    dry = cli("compare", changed, "--runs-dir", tmp_path / "runs", "--dry-run")
+    assert "0 already ended, 1 to run" in dry.stderr and "stale: its config differs" in dry.stderr
+    result = cli("compare", changed, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and "saved config differs from the study's at train.lr" in result.stderr

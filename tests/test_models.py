@@ -4,7 +4,7 @@ from torch import nn
 
 from lrnbn.config import ModelConfig
 from lrnbn.lrn import LRN
-from lrnbn.models import build_model, count_parameters
+from lrnbn.models import NormSlot, build_model, count_parameters
 
 ARCHS, NORMS = ["alexnet", "cifar-full"], ["bn", "lrn", "none"]
 NORM_TYPES = {"bn": nn.BatchNorm2d, "lrn": LRN}
@@ -26,7 +26,8 @@ def test_every_arch_and_norm_gives_logits_per_class(arch, norm, every):
 
 def test_norm_sits_after_the_relu_of_conv1_in_alexnet():
     layers = list(build_model(ModelConfig(norm="bn", width=0.25), 10)[0])
-    assert [type(m) for m in layers[:4]] == [nn.Conv2d, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d]
+    assert [type(m) for m in layers[:4]] == [nn.Conv2d, nn.ReLU, NormSlot, nn.MaxPool2d]
+    assert isinstance(layers[2].inner, nn.BatchNorm2d)
 
 
 def test_variants_differ_only_by_the_norm_layers_parameters():

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+
+from lrnbn.config import validate
+from lrnbn.probes import channel_stats, drift, filter_similarity
+from lrnbn.rundir import PROBES_FILE
+from lrnbn.train import resume_training, run_training
+from tests.conftest import TINY, merged
+from tests.test_resume import RESUMED, SignalAtStep, without_times
+
+PROBED = {"probes": {"enabled": True, "every": 5, "batch_size": 64}}
+
+
+def test_identical_filters_are_fully_similar_and_independent_ones_are_not():
+    filters = torch.randn(1, 3, 5, 5).repeat(16, 1, 1, 1)
+    assert filter_similarity(filters) == pytest.approx(1.0)
+    assert filter_similarity(filters * torch.linspace(0.5, 2, 16).view(-1, 1, 1, 1)) == pytest.approx(1.0)  # scale-free
+    torch.manual_seed(0)
+    assert filter_similarity(torch.randn(64, 3, 5, 5)) < 0.1  # expected |cos| of random 75-d vectors: about 0.09
+
+
+def test_a_layer_fed_a_fixed_distribution_shows_no_drift_and_a_shift_shows_as_its_size_in_stds():
+    torch.manual_seed(0)
+    x = torch.randn(64, 8, 6, 6) * 2 + 1
+    stats = channel_stats(x)
+    assert drift(stats, channel_stats(x.clone())) == 0.0
+    torch.testing.assert_close(stats[0], x.double().mean(dim=(0, 2, 3)))
+    shifted = channel_stats(x + 0.5 * stats[1].float().view(1, -1, 1, 1))
+    assert drift(stats, shifted) == pytest.approx(0.5)
+
+
+def test_probes_do_not_change_the_trajectory_and_write_their_records(tmp_path):
+    plain = run_training(validate(merged(TINY, {})), tmp_path / "a").run_dir
+    probed = run_training(validate(merged(TINY, PROBED)), tmp_path / "b").run_dir
+    assert without_times(plain.read_metrics()[0]) == without_times(probed.read_metrics()[0])
+    records = [json.loads(line) for line in (probed.path / PROBES_FILE).read_text().splitlines()]
+    steps_per_epoch = 256 // 32
+    assert [r["step"] for r in records] == list(range(5, 2 * steps_per_epoch + 1, 5))
+    first, second = records[0], records[1]
+    assert [layer["layer"] for layer in first["layers"]] == ["BatchNorm2d", "BatchNorm2d"]
+    assert first["layers"][0]["input_drift"] is None and second["layers"][0]["input_drift"] > 0
+    assert 0 <= first["filter_similarity"] <= 1
+    assert {w["name"] for w in first["weights"]} >= {"0.0.weight"}
+    assert all(w["grad_norm"] > 0 and 0 < w["update_ratio"] < 1 for w in first["weights"])
+    assert (probed.path / "conv1-filters.png").stat().st_size > 500
+
+
+def test_probes_resume_exactly(tmp_path):
+    reference = run_training(validate(merged(TINY, {**RESUMED, **PROBED})), tmp_path / "ref").run_dir
+    stopped = run_training(validate(merged(TINY, {**RESUMED, **PROBED})), tmp_path / "cut", view=SignalAtStep(2, 10))
+    resumed = resume_training(stopped.run_dir.path, []).run_dir
+
+    def lines(run):
+        return (run.path / PROBES_FILE).read_text().splitlines()
+
+    assert lines(resumed) == lines(reference)
