@@ -91,8 +91,8 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
     for study, variants in studies.items():
         lrn = [v for v in variants if v.get("model.norm") == "lrn" and v.finished]
         bn = [v for v in variants if v.get("model.norm") == "bn" and v.finished]
-        if len(lrn) < 2 or not bn:
-            continue
+        if len(lrn) < 2 or not bn or not any(v.learned(CHANCE_TOLERANCE) for v in bn):
+            continue  # without a BN run that learned, accuracies say nothing about sensitivity
         means = {v.label: mean_std(v.final_accs())[0] for v in lrn}
         spread = max(means.values()) - min(means.values())
         bn_noise = max(mean_std(v.final_accs())[1] for v in bn)
@@ -103,8 +103,8 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
                          "sensitive": spread >= max(SENSITIVITY_MIN, 3 * bn_noise)})
         used += lrn + bn
     if not evidence:
-        return Verdict("C1", statement, INCONCLUSIVE, "needs runs: a study with BN and at least two LRN settings "
-                       "(k, alpha or n swept), e.g. configs/notes/k_collapse-quick.yaml", thresholds)
+        return Verdict("C1", statement, INCONCLUSIVE, "needs runs: a study with BN (learning above chance) and at least "
+                       "two LRN settings (k, alpha or n swept)", thresholds)
     sensitive = [e["sensitive"] for e in evidence]
     if all(sensitive):
         verdict, reason = REPRODUCED, "BN's normalization has trainable parameters and LRN's has none; final accuracy moves with LRN's hand-set values by more than BN's seed noise."
@@ -122,7 +122,7 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
     evidence, outcomes, used, unreached = [], [], [], []
     for group in _norm_groups(studies):
         bn, lrn = _by_norm(group, "bn"), _by_norm(group, "lrn")
-        if any(len(v.finished) < MIN_SEEDS for v in bn + lrn):
+        if any(v.seeds() < MIN_SEEDS for v in bn + lrn):
             continue
         def epochs(v: Variant) -> list[int]:
             return [to_target(r, target)[0] or len(r.metrics) + 1 for r in v.finished]
@@ -133,7 +133,7 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         bn_all_reach = all(to_target(r, target)[0] for v in bn for r in v.finished)
         for v in group:
             reached = [to_target(r, target) for r in v.finished]
-            evidence.append({"study": v.study, "variant": v.label, "seeds": len(v.finished),
+            evidence.append({"study": v.study, "variant": v.label, "seeds": v.seeds(),
                              "reached": f"{sum(1 for e, _ in reached if e)}/{len(reached)}",
                              "mean epochs to target": f"{mean_std(epochs(v))[0]:.1f}",
                              "mean seconds to target": _mean_seconds(reached)})
@@ -176,18 +176,18 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
                   f">= {MIN_SEEDS} seeds; BN's gap at least {100 * GAP_MARGIN:.0f} point below LRN's")
     evidence, outcomes, used = [], [], []
     for group in _norm_groups(studies):
-        if any(len(v.finished) < MIN_SEEDS for v in group):
-            continue
+        if any(v.seeds() < MIN_SEEDS for v in group) or not any(v.learned(CHANCE_TOLERANCE) for v in _by_norm(group, "bn")):
+            continue  # a gap between runs that learned nothing says nothing about regularization
         gaps = {v.label: mean_std(v.gaps()) for v in group}
         for v in group:
-            evidence.append({"study": v.study, "variant": v.label, "seeds": len(v.finished),
+            evidence.append({"study": v.study, "variant": v.label, "seeds": v.seeds(),
                              "train-test gap": f"{100 * gaps[v.label][0]:+.1f} +- {100 * gaps[v.label][1]:.1f} points"})
         bn_gap = min(gaps[v.label][0] for v in _by_norm(group, "bn"))
         outcomes += [bn_gap <= gaps[v.label][0] - GAP_MARGIN for v in _by_norm(group, "lrn")]
         used += group
     if not outcomes:
-        return Verdict("C3", statement, INCONCLUSIVE, f"needs runs: BN and LRN with >= {MIN_SEEDS} seeds each, "
-                       "e.g. configs/notes/convergence-quick.yaml", thresholds)
+        return Verdict("C3", statement, INCONCLUSIVE, f"needs runs: BN (learning above chance) and LRN with >= {MIN_SEEDS} "
+                       "seeds each, e.g. configs/notes/convergence-quick.yaml", thresholds)
     updates = [c for c in (_probe_comparison(g, "update_ratio") for g in _norm_groups(studies)) if c]
     if updates:
         caveat = (f" Relative weight update per step (probes): {'; '.join(t for t, _ in updates)}; "
@@ -259,11 +259,11 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
     evidence, note_conditions, others, used = [], [], [], []
     for variants in studies.values():
         for v in variants:
-            if v.get("model.norm") != "lrn" or len(v.finished) < MIN_SEEDS_CHANCE:
+            if v.get("model.norm") != "lrn" or v.seeds() < MIN_SEEDS_CHANCE:
                 continue
             at_chance = all(stays_at_chance(r, v.chance(), CHANCE_TOLERANCE) for r in v.finished)
             is_note = v.get("model.lrn.k") in (1, 2) and v.get("data.input_norm") is True
-            evidence.append({"study": v.study, "variant": v.label, "seeds": len(v.finished),
+            evidence.append({"study": v.study, "variant": v.label, "seeds": v.seeds(),
                              "final test acc": _pct(mean_std(v.final_accs())[0]),
                              "note's condition": is_note, "stays at chance": at_chance})
             (note_conditions if is_note else others).append((v, at_chance))
@@ -275,12 +275,12 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
     elsewhere = [v.label for v, chance in others if chance]
     # Controls: the same study's runs without an effective LRN. If they stay at chance too, k is not the cause.
     controls = [v for variants in studies.values() for v in variants
-                if v.study in {n.study for n, _ in note_conditions} and len(v.finished) >= MIN_SEEDS_CHANCE
+                if v.study in {n.study for n, _ in note_conditions} and v.seeds() >= MIN_SEEDS_CHANCE
                 and (v.get("model.norm") == "none" or (v.get("model.norm") == "lrn" and v.get("model.lrn.alpha") == 0))]
     stuck_controls = [v.label for v in controls if all(stays_at_chance(r, v.chance(), CHANCE_TOLERANCE) for r in v.finished)]
     for v in controls:
         if v.get("model.norm") == "none":
-            evidence.append({"study": v.study, "variant": v.label, "seeds": len(v.finished),
+            evidence.append({"study": v.study, "variant": v.label, "seeds": v.seeds(),
                              "final test acc": _pct(mean_std(v.final_accs())[0]), "note's condition": False,
                              "stays at chance": v.label in stuck_controls})
     used += [v for v in controls if v not in used]

@@ -52,6 +52,15 @@ class Variant:
     def finished(self) -> list[LoadedRun]:
         return [r for r in self.runs if r.metrics]
 
+    def seeds(self) -> int:
+        """Distinct seeds among the finished runs (timing repeats of one seed count once)."""
+        return len({r.config["experiment"]["seed"] for r in self.finished})
+
+    def learned(self, margin: float) -> bool:
+        """Whether the mean final test accuracy is above chance by more than `margin`."""
+        accs = self.final_accs()
+        return bool(accs) and sum(accs) / len(accs) > self.chance() + margin
+
     def final_accs(self) -> list[float]:
         return [r.metrics[-1]["test_acc"] for r in self.finished]
 

@@ -116,3 +116,21 @@ def test_every_claim_is_inconclusive_without_runs_and_names_what_is_missing(tmp_
     make_run(tmp_path, "lonely", "bn", {"model.norm": "bn"}, [0.5])
     for verdict in claims.all_claims(studies(tmp_path), target=0.5):
         assert verdict.verdict == claims.INCONCLUSIVE and verdict.reason.startswith("needs runs"), verdict
+
+
+def test_timing_repeats_of_one_seed_do_not_count_as_seeds(tmp_path):
+    for rep in range(3):
+        make_run(tmp_path, "kc", f"k2,rep={rep}", {"model.norm": "lrn", "model.lrn.k": 2}, CHANCE)
+        make_run(tmp_path, "kc", f"none,rep={rep}", {"model.norm": "none"}, LEARNS)
+    verdict = claims.claim_c5(studies(tmp_path))
+    assert verdict.verdict == claims.INCONCLUSIVE and verdict.reason.startswith("needs runs")
+
+
+def test_runs_where_even_bn_stayed_at_chance_decide_neither_c1_nor_c3(tmp_path):
+    for seed in (0, 1):
+        make_run(tmp_path, "short", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.1], train_accs=[0.1])
+        for k in (1, 2):
+            make_run(tmp_path, "short", f"k{k},{seed}", {"model.norm": "lrn", "model.lrn.k": k, "experiment.seed": seed},
+                     [0.1 + 0.01 * k], train_accs=[0.3])
+    assert claims.claim_c1(studies(tmp_path)).verdict == claims.INCONCLUSIVE
+    assert claims.claim_c3(studies(tmp_path)).verdict == claims.INCONCLUSIVE
