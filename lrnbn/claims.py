@@ -173,18 +173,25 @@ def _mean_seconds(reached: list[tuple]) -> str:
 def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "BN regularizes: it keeps weights from changing abruptly (a smaller train-test gap)."
     thresholds = (f"final train accuracy (training mode: dropout and augmentation on) minus test accuracy, mean over "
-                  f">= {MIN_SEEDS} seeds; BN's gap at least {100 * GAP_MARGIN:.0f} point below LRN's")
-    evidence, outcomes, used = [], [], []
+                  f">= {MIN_SEEDS} seeds; BN's gap at least {100 * GAP_MARGIN:.0f} point below that of each LRN variant "
+                  f"that learned (mean final test accuracy more than {100 * CHANCE_TOLERANCE:.0f} points above chance)")
+    evidence, outcomes, used, stuck = [], [], [], []
     for group in _norm_groups(studies):
         if any(v.seeds() < MIN_SEEDS for v in group) or not any(v.learned(CHANCE_TOLERANCE) for v in _by_norm(group, "bn")):
             continue  # a gap between runs that learned nothing says nothing about regularization
         gaps = {v.label: mean_std(v.gaps()) for v in group}
         for v in group:
             evidence.append({"study": v.study, "variant": v.label, "seeds": v.seeds(),
+                             "learned": v.learned(CHANCE_TOLERANCE),
                              "train-test gap": f"{100 * gaps[v.label][0]:+.1f} +- {100 * gaps[v.label][1]:.1f} points"})
         bn_gap = min(gaps[v.label][0] for v in _by_norm(group, "bn"))
-        outcomes += [bn_gap <= gaps[v.label][0] - GAP_MARGIN for v in _by_norm(group, "lrn")]
+        # A variant that stayed at chance has no gap worth comparing: only LRN variants that learned count.
+        outcomes += [bn_gap <= gaps[v.label][0] - GAP_MARGIN for v in _by_norm(group, "lrn") if v.learned(CHANCE_TOLERANCE)]
+        stuck += [v.label for v in _by_norm(group, "lrn") if not v.learned(CHANCE_TOLERANCE)]
         used += group
+    if not outcomes and stuck:
+        return Verdict("C3", statement, INCONCLUSIVE, f"the LRN runs ({'; '.join(stuck)}) stayed at chance, so there is no "
+                       "train-test gap to compare with BN's: train longer", thresholds, evidence, _runs_of(used))
     if not outcomes:
         return Verdict("C3", statement, INCONCLUSIVE, f"needs runs: BN (learning above chance) and LRN with >= {MIN_SEEDS} "
                        "seeds each, e.g. configs/notes/convergence-quick.yaml", thresholds)
@@ -203,13 +210,15 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
 
 def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "BN is cheaper to compute than LRN, and LRN's cost grows with its window n."
-    thresholds = (f"LRN costs more if its median epoch time exceeds BN's by > {100 * TIME_MARGIN:.0f}% and by more "
+    thresholds = (f"from studies that time LRN at two or more n beside BN; "
+                  f"LRN costs more if its median epoch time exceeds BN's by > {100 * TIME_MARGIN:.0f}% and by more "
                   f"than BN's interquartile spread; grows with n if the median time rises with n in rank order and "
                   f"the largest n is >= {100 * (GROWTH - 1):.0f}% slower than the smallest (per impl)")
     evidence, costlier, growth, used = [], [], {}, []
     for group in _norm_groups(studies):
         bn_times = [t for v in _by_norm(group, "bn") for t in v.epoch_times()]
-        if not bn_times:
+        # Only timing studies count: LRN timed at two or more n beside BN (others may run jobs side by side).
+        if not bn_times or len({v.get("model.lrn.size") for v in _by_norm(group, "lrn")}) < 2:
             continue
         q1, bn_median, q3 = quartiles(bn_times)
         margin = max(TIME_MARGIN, (q3 - q1) / bn_median)

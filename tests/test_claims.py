@@ -134,3 +134,16 @@ def test_runs_where_even_bn_stayed_at_chance_decide_neither_c1_nor_c3(tmp_path):
                      [0.1 + 0.01 * k], train_accs=[0.3])
     assert claims.claim_c1(studies(tmp_path)).verdict == claims.INCONCLUSIVE
     assert claims.claim_c3(studies(tmp_path)).verdict == claims.INCONCLUSIVE
+
+
+def test_c3_does_not_compare_gaps_with_lrn_runs_that_stayed_at_chance(tmp_path):
+    convergence_study(tmp_path, [0.6], [0.1], bn_train=[0.62], lrn_train=[0.1])
+    verdict = claims.claim_c3(studies(tmp_path))
+    assert verdict.verdict == claims.INCONCLUSIVE and "stayed at chance" in verdict.reason
+
+
+def test_c4_ignores_studies_that_time_lrn_at_a_single_n(tmp_path):
+    for rep in range(3):
+        make_run(tmp_path, "conv", f"bn,{rep}", {"model.norm": "bn"}, [0.5], [10.0])
+        make_run(tmp_path, "conv", f"lrn,{rep}", {"model.norm": "lrn"}, [0.5], [30.0])
+    assert claims.claim_c4(studies(tmp_path)).verdict == claims.INCONCLUSIVE
