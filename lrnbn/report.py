@@ -87,12 +87,12 @@ def _plt():
 
 def _save(fig, ax, title: str, variants: list[Variant], path: Path, grid: bool = True) -> Path:
     """Title (with the dataset and machine, so a plot stands on its own), legend, grid; write the PNG."""
-    ax.set_title(f"{title}\n{_dataset(variants)} | {_machine(variants)}", fontsize=8)
+    fig.suptitle(f"{title}\n{_dataset(variants)} | {_machine(variants)}", fontsize=8)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     if grid:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path
