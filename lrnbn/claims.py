@@ -271,6 +271,8 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             if v.get("model.norm") != "lrn" or v.seeds() < MIN_SEEDS_CHANCE:
                 continue
             at_chance = all(stays_at_chance(r, v.chance(), CHANCE_TOLERANCE) for r in v.finished)
+            if v.get("model.lrn.alpha") == 0:
+                continue  # an identity LRN is a control (below), not an LRN setting
             is_note = v.get("model.lrn.k") in (1, 2) and v.get("data.input_norm") is True
             evidence.append({"study": v.study, "variant": v.label, "seeds": v.seeds(),
                              "final test acc": _pct(mean_std(v.final_accs())[0]),
