@@ -33,9 +33,9 @@ def filter_similarity(weight: torch.Tensor) -> float:
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std over batch and space, in float64."""
-    flat = x.detach().double().transpose(0, 1).reshape(x.shape[1], -1)
-    return flat.mean(dim=1), flat.std(dim=1, unbiased=False)
+    """Per-channel mean and std over batch and space (one reduction, no copy of the activations)."""
+    var, mean = torch.var_mean(x.detach().float(), dim=(0, 2, 3), unbiased=False)
+    return mean.double(), var.sqrt().double()
 
 
 def drift(before: tuple[torch.Tensor, torch.Tensor], now: tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -59,19 +59,20 @@ class Probes:
     @torch.no_grad()
     def before_step(self) -> None:
         """After backward, before the optimizer: gradient norms, and a copy of the weights to measure the update."""
-        params = [p for _, p in self.weights]
+        params = [p.detach() for _, p in self.weights]
         if self._before is None:
-            self._before = [p.detach().clone() for p in params]
+            self._before = [p.clone() for p in params]
         else:
-            for copy, p in zip(self._before, params):
-                copy.copy_(p)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        self._sums[:, 0] += torch.stack([g.norm() for g in grads]).double()
+            torch._foreach_copy_(self._before, params)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in self.weights]
+        # The multi-tensor kernels that torch's own clip_grad_norm_ uses: one call for all layers.
+        self._sums[:, 0] += torch.stack(torch._foreach_norm(grads)).double()
 
     @torch.no_grad()
     def after_step(self) -> None:
-        ratios = [(p - b).norm() / b.norm().clamp_min(EPS) for (_, p), b in zip(self.weights, self._before)]
-        self._sums[:, 1] += torch.stack(ratios).double()
+        changes = torch._foreach_norm(torch._foreach_sub([p.detach() for _, p in self.weights], self._before))
+        sizes = torch.stack(torch._foreach_norm(self._before)).clamp_min(EPS)
+        self._sums[:, 1] += (torch.stack(changes) / sizes).double()
         self._steps += 1
 
     def due(self, global_step: int) -> bool:
