@@ -57,7 +57,11 @@ def _norm_groups(studies: dict[str, list[Variant]]) -> list[list[Variant]]:
 
 
 def _by_norm(group: list[Variant], norm: str) -> list[Variant]:
-    return [v for v in group if v.get("model.norm") == norm]
+    """The group's variants with this norm; an LRN with alpha 0 is the identity, so it counts as none."""
+    def effective(v: Variant) -> str:
+        return "none" if v.get("model.norm") == "lrn" and v.get("model.lrn.alpha") == 0 else v.get("model.norm")
+
+    return [v for v in group if effective(v) == norm]
 
 
 def _probe_comparison(group: list[Variant], key: str, lower_is_claimed: bool = True) -> tuple[str, bool] | None:
@@ -174,8 +178,9 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "BN regularizes: it keeps weights from changing abruptly (a smaller train-test gap)."
     thresholds = (f"final train accuracy (training mode: dropout and augmentation on) minus test accuracy, mean over "
                   f">= {MIN_SEEDS} seeds; BN's gap at least {100 * GAP_MARGIN:.0f} point below that of each LRN variant "
-                  f"that learned (mean final test accuracy more than {100 * CHANCE_TOLERANCE:.0f} points above chance)")
-    evidence, outcomes, used, stuck = [], [], [], []
+                  f"that learned (mean final test accuracy more than {100 * CHANCE_TOLERANCE:.0f} points above chance), "
+                  f"where at least one of the two has a positive gap")
+    evidence, outcomes, used, stuck, underfit = [], [], [], [], []
     for group in _norm_groups(studies):
         if any(v.seeds() < MIN_SEEDS for v in group) or not any(v.learned(CHANCE_TOLERANCE) for v in _by_norm(group, "bn")):
             continue  # a gap between runs that learned nothing says nothing about regularization
@@ -185,10 +190,18 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
                              "learned": v.learned(CHANCE_TOLERANCE),
                              "train-test gap": f"{100 * gaps[v.label][0]:+.1f} +- {100 * gaps[v.label][1]:.1f} points"})
         bn_gap = min(gaps[v.label][0] for v in _by_norm(group, "bn"))
-        # A variant that stayed at chance has no gap worth comparing: only LRN variants that learned count.
-        outcomes += [bn_gap <= gaps[v.label][0] - GAP_MARGIN for v in _by_norm(group, "lrn") if v.learned(CHANCE_TOLERANCE)]
-        stuck += [v.label for v in _by_norm(group, "lrn") if not v.learned(CHANCE_TOLERANCE)]
+        for v in _by_norm(group, "lrn"):
+            if not v.learned(CHANCE_TOLERANCE):
+                stuck.append(v.label)  # a variant that stayed at chance has no gap worth comparing
+            elif max(bn_gap, gaps[v.label][0]) <= 0:
+                underfit.append(v.label)  # neither fits its training data yet: the gap shows no regularization
+            else:
+                outcomes.append(bn_gap <= gaps[v.label][0] - GAP_MARGIN)
         used += group
+    if not outcomes and underfit:
+        return Verdict("C3", statement, INCONCLUSIVE, "no run fits its training data yet (train-mode accuracy below test "
+                       f"accuracy for BN and {'; '.join(underfit)}), so the gap cannot show regularization: train longer",
+                       thresholds, evidence, _runs_of(used))
     if not outcomes and stuck:
         return Verdict("C3", statement, INCONCLUSIVE, f"the LRN runs ({'; '.join(stuck)}) stayed at chance, so there is no "
                        "train-test gap to compare with BN's: train longer", thresholds, evidence, _runs_of(used))

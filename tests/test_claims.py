@@ -147,3 +147,18 @@ def test_c4_ignores_studies_that_time_lrn_at_a_single_n(tmp_path):
         make_run(tmp_path, "conv", f"bn,{rep}", {"model.norm": "bn"}, [0.5], [10.0])
         make_run(tmp_path, "conv", f"lrn,{rep}", {"model.norm": "lrn"}, [0.5], [30.0])
     assert claims.claim_c4(studies(tmp_path)).verdict == claims.INCONCLUSIVE
+
+
+def test_c3_is_inconclusive_while_no_model_fits_its_training_data(tmp_path):
+    convergence_study(tmp_path, [0.6], [0.5], bn_train=[0.55], lrn_train=[0.48])  # both gaps negative
+    verdict = claims.claim_c3(studies(tmp_path))
+    assert verdict.verdict == claims.INCONCLUSIVE and "fits its training data" in verdict.reason
+
+
+def test_an_identity_lrn_is_no_lrn_variant(tmp_path):
+    for seed in (0, 1):
+        make_run(tmp_path, "conv", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.4, 0.55])
+        make_run(tmp_path, "conv", f"id,{seed}", {"model.norm": "lrn", "model.lrn.alpha": 0, "experiment.seed": seed},
+                 [0.5, 0.6])
+    verdict = claims.claim_c2(studies(tmp_path), target=0.5)
+    assert verdict.verdict == claims.INCONCLUSIVE  # BN against none: no LRN variant to compare with
