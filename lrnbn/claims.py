@@ -93,8 +93,8 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
                   f"and >= 3x BN's largest seed std in the same study")
     evidence, used = [], []
     for study, variants in studies.items():
-        lrn = [v for v in variants if v.get("model.norm") == "lrn" and v.finished]
-        bn = [v for v in variants if v.get("model.norm") == "bn" and v.finished]
+        lrn = [v for v in _by_norm(variants, "lrn") if v.finished]
+        bn = [v for v in _by_norm(variants, "bn") if v.finished]
         if len(lrn) < 2 or not bn or not any(v.learned(CHANCE_TOLERANCE) for v in bn):
             continue  # without a BN run that learned, accuracies say nothing about sensitivity
         means = {v.label: mean_std(v.final_accs())[0] for v in lrn}
