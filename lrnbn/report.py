@@ -54,6 +54,7 @@ def study_table(variants: list[Variant], target: float) -> list[dict]:
                                                           if x[0] in STATUS_ORDER else 99)),
             "final test acc": _pm(v.final_accs()),
             "best test acc": _pm(v.best_accs()),
+            "train-test gap": (f"{100 * mean_std(v.gaps())[0]:+.1f} points" if v.gaps() else "-"),
             f"epochs to {100 * target:.0f}%": f"{sum(epochs) / len(epochs):.1f} ({len(epochs)}/{len(reached)})" if epochs else f"never (0/{len(reached)})",
             f"train s to {100 * target:.0f}%": f"{sum(seconds) / len(seconds):.0f}" if seconds else "-",
             "median epoch s": f"{median:.2f}" if not math.isnan(median) else "-",
@@ -136,11 +137,17 @@ def plot_time_vs_n(study: str, variants: list[Variant], out: Path) -> Path | Non
     return _save(fig, ax, f"{study}: epoch time vs LRN n (median, bars = IQR)", variants, out / f"{study}-time-vs-n.png")
 
 
+# The note's questions are about LRN's settings: the heatmap prefers these keys, in this order, when they vary.
+HEATMAP_KEYS = ("model.lrn.k", "data.input_norm", "model.lrn.alpha", "model.lrn.size", "model.lrn.convention")
+
+
 def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
-    keys = [k for k in varying_keys(variants) if k != "model.norm"]
+    varying = [k for k in varying_keys(variants) if k != "model.norm"]
+    keys = [k for k in HEATMAP_KEYS if k in varying] + [k for k in varying if k not in HEATMAP_KEYS]
     if len(keys) < 2:
         return None
     row_key, col_key = keys[0], keys[1]
+    variants = [v for v in variants if row_key in v.settings and col_key in v.settings]
     rows = sorted({v.get(row_key) for v in variants}, key=str)
     cols = sorted({v.get(col_key) for v in variants}, key=str)
     grid = [[[a for v in variants if v.get(row_key) == r and v.get(col_key) == c for a in v.final_accs()]
