@@ -158,7 +158,8 @@ def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
     image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for i, row in enumerate(values):
         for j, value in enumerate(row):
-            ax.text(j, i, "-" if math.isnan(value) else f"{value:.1f}", ha="center", va="center", color="w", fontsize=8)
+            empty = math.isnan(value)  # no run at this cell: the background shows through
+            ax.text(j, i, "-" if empty else f"{value:.1f}", ha="center", va="center", color="k" if empty else "w", fontsize=8)
     names = short_names([row_key, col_key])
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
