@@ -1,6 +1,5 @@
 import subprocess
 import sys
-from pathlib import Path
 
 from lrnbn.data import CACHE_NAME
 from tests.test_data import make_image_tree, tar_of

@@ -7,7 +7,6 @@ import yaml
 
 from lrnbn.compare import load_study, run_state
 from lrnbn.rundir import RunDir
-from tests.conftest import TINY, files_under
 from tests.test_config import _assert_rejected
 
 REPO = Path(__file__).resolve().parent.parent

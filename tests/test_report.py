@@ -1,5 +1,3 @@
-import pytest
-
 from lrnbn.report import build_report
 from tests.rundirs import make_run
 from tests.test_claims import LEARNS, timing_study

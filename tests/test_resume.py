@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -33,7 +32,7 @@ def reference(tmp_path_factory):
     return without_times(run.read_metrics()[0])
 
 
-def _start(args, cwd=None):
+def _start(args):
     return subprocess.Popen([sys.executable, "-m", "lrnbn", "train", *map(str, args)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
