@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -37,7 +38,8 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except UserError as err:
-            typer.echo(f"error: {err}", err=True)
+            rank = os.environ.get("RANK", "0")  # under torchrun every process reports; say which one
+            typer.echo(f"error{'' if rank == '0' else f' (rank {rank})'}: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
 
     return wrapper
@@ -52,19 +54,26 @@ def train(
     name: Optional[str] = typer.Option(None, "--name", help="Experiment name (same as --set experiment.name=NAME)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
 ) -> None:
-    """Train one model and write its run directory (or continue one with --resume)."""
+    """Train one model and write its run directory (or continue one with --resume).
+
+    Under `torchrun --nproc_per_node N -m lrnbn train ...` the N processes train one run data-parallel."""
+    from lrnbn import distributed
     from lrnbn.config import load_config
     from lrnbn.console import RichView
-    from lrnbn.train import resume_training, run_training
+    from lrnbn.train import NullView, resume_training, run_training
 
     overrides = list(set_ or []) + ([f"experiment.name={name}"] if name is not None else [])
+    main = distributed.current().main
+    view = RichView() if main else NullView()
+    if resume is not None and config is not None:
+        raise UserError("--resume uses the run's saved config; drop --config")
     if resume is not None:
-        if config is not None:
-            raise UserError("--resume uses the run's saved config; drop --config")
-        result = resume_training(resume, overrides, view=RichView())
+        result = resume_training(resume, overrides, view=view)
     else:
-        result = run_training(load_config(config, overrides), runs_dir, view=RichView())
-    typer.echo(f"{result.summary['status']}: {result.run_dir.path}")
+        result = run_training(load_config(config, overrides), runs_dir, view=view)
+    distributed.leave()  # only after a clean end: when a rank fails, torchrun stops the others
+    if main:
+        typer.echo(f"{result.summary['status']}: {result.run_dir.path}")
     raise typer.Exit(result.exit_code)
 
 

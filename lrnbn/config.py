@@ -111,6 +111,9 @@ class ModelConfig(_Section):
         False, description="Put the normalisation after every conv layer, not only at the LRN positions."
     )
     dropout: float = Field(0.5, ge=0, lt=1, description="Dropout probability before the fully connected layers (alexnet).")
+    sync_bn: bool = Field(
+        False, description="Under torchrun: batch-norm statistics over the whole global batch (SyncBatchNorm; CUDA "
+        "only) instead of each process's slice. No effect in one process or without BN.")
     lrn: LRNConfig = Field(default_factory=LRNConfig)
 
 
@@ -146,12 +149,19 @@ class ProbesConfig(_Section):
     batch_size: int = Field(256, ge=1, description="Images in the fixed probe batch: the first of the training split.")
 
 
+class LogConfig(_Section):
+    tensorboard: bool = Field(
+        False, description="Also write per-epoch scalars and the config to RUN_DIR/tensorboard/ (needs the "
+        "tensorboard extra: pip install -e '.[tensorboard]').")
+
+
 class Config(_Section):
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------

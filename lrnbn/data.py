@@ -411,31 +411,38 @@ class DeviceSplit:
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self) // batch_size
 
-    def train_batches(self, batch_size: int, generator: torch.Generator, augment: bool,
-                      start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self, batch_size: int, generator: torch.Generator, augment: bool, start_step: int = 0,
+                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled full batches (the remainder is dropped so that every batch has batch_size images).
 
         With `generator` in its state at the start of an epoch, start_step > 0 resumes mid-epoch: the skipped
-        batches still draw their random numbers, so the rest of the epoch is what it would have been."""
+        batches still draw their random numbers, so the rest of the epoch is what it would have been.
+        shard = (rank, ranks): this rank's contiguous slice of each global batch of batch_size images; every rank
+        draws the whole batch's random numbers, so the slices put together are the one-process batch."""
+        rank, ranks = shard
+        local = slice(rank * batch_size // ranks, (rank + 1) * batch_size // ranks)
         order = torch.randperm(len(self), generator=generator).to(self.device)
         for step in range(self.steps_per_epoch(batch_size)):
-            index = order[step * batch_size : (step + 1) * batch_size]
+            draws = self._augmentation_draws(batch_size, generator) if augment else None
             if step < start_step:
-                if augment:
-                    self._augmentation_draws(batch_size, generator)
                 continue
+            index = order[step * batch_size : (step + 1) * batch_size][local]
             images = self.images[index]
             if augment:
-                images = self._crop_flip(images, generator)
+                offsets, flip = draws
+                images = self._crop_flip(images, offsets[:, local], flip[local])
             yield self._normalise(images), self.labels[index]
 
     def first(self, n: int) -> torch.Tensor:
         """The first n images, normalised and not augmented: a fixed batch."""
         return self._normalise(self.images[:n])
 
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self), batch_size):
-            yield self._normalise(self.images[start : start + batch_size]), self.labels[start : start + batch_size]
+    def eval_batches(self, batch_size: int, part: slice = slice(None)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The split in order (or the `part` of it one rank evaluates), in batches of at most batch_size."""
+        first, last, _ = part.indices(len(self))
+        for start in range(first, last, batch_size):
+            end = min(start + batch_size, last)
+            yield self._normalise(self.images[start:end]), self.labels[start:end]
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         return images.float() * self.scale + self.shift
@@ -445,10 +452,9 @@ class DeviceSplit:
         flip = torch.rand(n, generator=generator) < 0.5
         return offsets.to(self.device), flip.to(self.device)
 
-    def _crop_flip(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _crop_flip(self, images: torch.Tensor, offsets: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         n, c, h, w = images.shape
         pad = self.PAD
-        offsets, flip = self._augmentation_draws(n, generator)
         padded = F.pad(images, (pad, pad, pad, pad))
         rows = offsets[0, :, None] + torch.arange(h, device=self.device)
         cols = offsets[1, :, None] + torch.arange(w, device=self.device)

@@ -14,7 +14,7 @@ from lrnbn.rundir import LoadedRun
 
 # Keys that say nothing about the experiment: they never split a variant.
 IGNORED_KEYS = {"experiment.seed", "experiment.name", "train.threads", "train.eval_batch_size", "data.root",
-                "data.download"}
+                "data.download", "log.tensorboard"}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

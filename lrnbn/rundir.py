@@ -8,10 +8,12 @@ RUNS_DIR/<experiment>/<YYYYmmdd-HHMMSS>-<6 hex>/
   checkpoint.pt  the last checkpoint: model, optimizer, scheduler, position in the run, RNG states, metrics so far
   probes.jsonl   with probes enabled: one JSON object per probe point (see probes.py)
   conv1-filters.png  with probes enabled: the first layer's filters at the end of the run
+  tensorboard/   with log.tensorboard: TensorBoard event files (a view of metrics.jsonl, see tblog.py)
   .lock          held (flock) by the process training the run, so that no second process trains it at once
 
 Whole files are written atomically (temp file, fsync, rename) so a reader never sees half of one. Readers need
-nothing but this module and the files, so tables and plots can be rebuilt on another machine.
+nothing but this module and the files, so tables and plots can be rebuilt on another machine. Under torchrun only
+rank 0 writes; the other ranks hold a FollowerRunDir.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PROBES_FILE = "probes.jsonl"
 FILTERS_FILE = "conv1-filters.png"
+TENSORBOARD_DIR = "tensorboard"
 LOCK_FILE = ".lock"
 
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
@@ -86,7 +90,11 @@ class RunDir:
         return cls(path)
 
     def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / TENSORBOARD_DIR
 
     # Writing -------------------------------------------------------------------------------------------------
 
@@ -193,9 +201,25 @@ class RunDir:
         """Remove a previous attempt's files (the lock stays: its holder is clearing)."""
         for name in (CONFIG_FILE, ENV_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PROBES_FILE, FILTERS_FILE):
             (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
 
     def is_run(self) -> bool:
         return (self.path / CONFIG_FILE).is_file() and (self.path / SUMMARY_FILE).is_file()
+
+
+class FollowerRunDir(RunDir):
+    """A run directory as ranks other than 0 of a torchrun run see it: they read it (to resume) and write nothing,
+    so that one process owns every file."""
+
+    def _ignore(self, *args, **kwargs) -> None:
+        pass
+
+    write_config = write_env = write_summary = append_metrics = append_probe = _ignore
+    rewrite_metrics = rewrite_probes = save_checkpoint = clear = _ignore
+
+    @contextmanager
+    def lock(self):
+        yield  # rank 0 holds the run's lock for the whole torchrun job
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -28,12 +28,14 @@ import torch.nn.functional as F
 import torchvision
 
 import lrnbn
+from lrnbn import distributed, tblog
 from lrnbn.config import Config, TrainConfig, all_keys, dump_config, load_config
 from lrnbn.data import Dataset, DeviceSplit, input_stats, load_dataset
+from lrnbn.distributed import World
 from lrnbn.errors import UserError
 from lrnbn.models import build_model, count_parameters
 from lrnbn.probes import Probes, save_filter_grid
-from lrnbn.rundir import CONFIG_FILE, FILTERS_FILE, SUMMARY_FILE, RunDir
+from lrnbn.rundir import CONFIG_FILE, FILTERS_FILE, SUMMARY_FILE, FollowerRunDir, RunDir
 
 EXIT_CODES = {"completed": 0, "diverged": 3, "interrupted": 130}
 
@@ -71,6 +73,26 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not mps:
         raise UserError("train.device: mps requested but this torch build or machine has no MPS; use cpu or auto")
     return torch.device(name)
+
+
+def _training_device(config: Config) -> torch.device:
+    """The device this process trains on, after the checks a torchrun launch adds (before the process group)."""
+    device = resolve_device(config.train.device)
+    world = distributed.current()
+    if not world.launched:
+        return device
+    if device.type == "cuda":
+        if world.local_rank >= torch.cuda.device_count():
+            raise UserError(f"torchrun started local rank {world.local_rank} but torch sees "
+                            f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node")
+        device = torch.device("cuda", world.local_rank)
+    elif config.model.sync_bn and config.model.norm == "bn":
+        raise UserError(f"model.sync_bn: SyncBatchNorm runs on CUDA only, but the device is {device.type}; "
+                        f"set model.sync_bn: false (each process then normalises over its slice of the batch)")
+    if config.train.batch_size % world.size:
+        raise UserError(f"train.batch_size: {config.train.batch_size} does not split evenly over {world.size} "
+                        f"processes; use a multiple of {world.size}")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -134,7 +156,8 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or device.type
 
 
-def environment(device: torch.device, dataset: Dataset, mean: list[float], std: list[float], model) -> dict:
+def environment(device: torch.device, world: World, dataset: Dataset, mean: list[float], std: list[float],
+                model) -> dict:
     return {
         "lrnbn": lrnbn.__version__,
         "python": platform.python_version(),
@@ -144,6 +167,7 @@ def environment(device: torch.device, dataset: Dataset, mean: list[float], std: 
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "device": {"type": device.type, "name": _device_name(device)},
+        "distributed": world.describe(),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "git": _git_state(),
@@ -209,19 +233,27 @@ def train_epoch(trainer: "Trainer", position: Position, stop, view, record_probe
     """Train from `position` to the end of its epoch, keeping position's step and sums current.
 
     Raises _Stopped on a non-finite loss (position then holds the last finite step) or a stop request."""
-    model, split, optimizer, scheduler = trainer.model, trainer.train_split, trainer.optimizer, trainer.scheduler
-    cfg, device, generator, probes = trainer.config, trainer.device, trainer.data_generator, trainer.probes
+    model, split, optimizer, scheduler = trainer.train_module, trainer.train_split, trainer.optimizer, trainer.scheduler
+    cfg, device, generator, probes, world = trainer.config, trainer.device, trainer.data_generator, trainer.probes, trainer.world
     model.train()
     steps = split.steps_per_epoch(cfg.train.batch_size)
-    # Running sums stay on the device; they are read (a sync) only every `report_every` steps.
-    loss_sum = torch.tensor(position.loss_sum, device=device, dtype=torch.float64)
-    correct = torch.tensor(position.correct, device=device, dtype=torch.int64)
+    # Running sums stay on the device; they are read (a sync) only every `report_every` steps. Each rank adds its
+    # share of the global batch's mean loss; the sums over ranks are the epoch's figures, and a position holds
+    # those, so on resume rank 0 starts from them and the others from zero.
+    loss_sum = torch.tensor(position.loss_sum if world.main else 0.0, device=device, dtype=torch.float64)
+    correct = torch.tensor(position.correct if world.main else 0, device=device, dtype=torch.int64)
     first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+
+    def totals() -> list[float]:
+        """Loss sum, correct count and ranks that saw a non-finite loss, summed over ranks (reads the device)."""
+        return world.sum(torch.stack([loss_sum, correct.double(), (first_bad_step >= 0).double()])).tolist()
+
     report_every = max(1, steps // 20)
     lr = optimizer.param_groups[0]["lr"]
     _sync(device)
     start = time.perf_counter() - position.elapsed
-    batches = split.train_batches(cfg.train.batch_size, generator, cfg.data.augment, start_step=position.step)
+    batches = split.train_batches(cfg.train.batch_size, generator, cfg.data.augment, start_step=position.step,
+                                  shard=(world.rank, world.size))
     for step, (images, labels) in enumerate(batches, start=position.step):
         with _autocast(device, cfg.train.amp):
             logits = model(images)
@@ -239,24 +271,30 @@ def train_epoch(trainer: "Trainer", position: Position, stop, view, record_probe
             if probes.due(global_step):
                 record_probe(probes.measure(global_step, position.epoch))
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
-        loss_sum += loss.detach()
+        loss_sum += loss.detach() / world.size
         correct += (logits.argmax(1) == labels).sum()
-        if (step + 1) % report_every == 0 or step + 1 == steps:
-            if first_bad_step.item() >= 0:
-                raise _Stopped("diverged", int(first_bad_step) + 1)
+        at_report = (step + 1) % report_every == 0 or step + 1 == steps
+        if at_report:
+            loss_total, correct_total, bad_ranks = totals()
+            if bad_ranks:
+                raise _Stopped("diverged", int(world.min(torch.where(first_bad_step >= 0, first_bad_step, steps))) + 1)
             seen = (step + 1) * cfg.train.batch_size
-            view.step(step + 1, loss_sum.item() / (step + 1), correct.item() / seen, seen / (time.perf_counter() - start))
-        if stop.is_set():
+            view.step(step + 1, loss_total / (step + 1), correct_total / seen, seen / (time.perf_counter() - start))
+        # All ranks must stop at the same step, or the others would wait forever in the next gradient all-reduce:
+        # under torchrun they agree at report points (one small collective); one process checks every step.
+        if (at_report or not world.launched) and world.any(stop.is_set(), device):
             _sync(device)
-            position.step, position.loss_sum, position.correct = step + 1, loss_sum.item(), correct.item()
+            loss_total, correct_total, _ = totals()
+            position.step, position.loss_sum, position.correct = step + 1, loss_total, int(correct_total)
             position.elapsed = time.perf_counter() - start
             raise _Stopped("interrupted", step + 1)
+    loss_total, correct_total, _ = totals()
     _sync(device)
     epoch_time = time.perf_counter() - start
     images = steps * cfg.train.batch_size
     return {
-        "train_loss": loss_sum.item() / steps,
-        "train_acc": correct.item() / images,
+        "train_loss": loss_total / steps,
+        "train_acc": correct_total / images,
         "epoch_time_s": epoch_time,
         "images_per_s": images / epoch_time,
         "lr": lr,
@@ -264,17 +302,18 @@ def train_epoch(trainer: "Trainer", position: Position, stop, view, record_probe
 
 
 @torch.inference_mode()
-def evaluate(model, split: DeviceSplit, batch_size: int, amp: bool, device) -> dict:
+def evaluate(model, split: DeviceSplit, batch_size: int, amp: bool, device, world: World = World()) -> dict:
+    """Test loss and accuracy over the whole split; under torchrun each rank evaluates its part of it."""
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
+    world.share_buffers(model)
+    sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss, correct
     start = time.perf_counter()
-    for images, labels in split.eval_batches(batch_size):
+    for images, labels in split.eval_batches(batch_size, world.slice(len(split))):
         with _autocast(device, amp):
             logits = model(images).float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-    test_loss, test_acc = loss_sum.item() / len(split), correct.item() / len(split)  # .item() syncs the device
+        sums[0] += F.cross_entropy(logits, labels, reduction="sum")
+        sums[1] += (logits.argmax(1) == labels).sum()
+    test_loss, test_acc = (world.sum(sums) / len(split)).tolist()  # .tolist() syncs the device
     return {"test_loss": test_loss, "test_acc": test_acc, "eval_time_s": time.perf_counter() - start}
 
 
@@ -290,35 +329,48 @@ class Trainer:
     train_split: DeviceSplit
     test_split: DeviceSplit
     model: torch.nn.Module
+    train_module: torch.nn.Module  # what a training step calls: the model, or under torchrun DDP around it
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     data_generator: torch.Generator
-    probes: Probes | None
+    probes: Probes | None  # rank 0 only
+    world: World
 
     @classmethod
     def build(cls, config: Config) -> "Trainer":
         """Check the config against this machine and the data, then build; raises UserError before any write."""
         seed = config.experiment.seed
-        device = resolve_device(config.train.device)
+        device = _training_device(config)
         if config.train.amp and device.type != "cuda":
             raise UserError(f"train.amp: bf16 autocast is supported on CUDA only, but the device is {device.type}")
+        if config.log.tensorboard:
+            tblog.check_installed()
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
-        dataset = load_dataset(config.data, seed)
+        world = distributed.join(device)
+        with world.main_first():  # a download, if any, happens once
+            dataset = load_dataset(config.data, seed)
         if config.train.batch_size > len(dataset.train):
             raise UserError(f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images")
         mean, std = input_stats(dataset.train, config.data.input_norm)
         train_split = DeviceSplit(dataset.train, device, mean, std)
         seed_everything(seed)
-        model = build_model(config.model, len(dataset.classes)).to(device)
+        model = build_model(config.model, len(dataset.classes))
+        train_module = model = model.to(device)
+        if world.launched:
+            if config.model.sync_bn:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            train_module = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+            torch.manual_seed(world.seed(seed))  # dropout: every rank draws its own masks
         optimizer = make_optimizer(model, config.train)
         steps = train_split.steps_per_epoch(config.train.batch_size)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config.train, steps))
         probes = None
-        if config.probes.enabled:
+        if config.probes.enabled and world.main:
             probes = Probes(model, train_split.first(min(config.probes.batch_size, len(train_split))), config.probes.every)
         return cls(config, device, dataset, mean, std, train_split, DeviceSplit(dataset.test, device, mean, std),
-                   model, optimizer, scheduler, torch.Generator().manual_seed(seed), probes)
+                   model, train_module, optimizer, scheduler, torch.Generator().manual_seed(seed), probes, world)
 
     def checkpoint(self, position: Position) -> dict:
         return {
@@ -328,20 +380,21 @@ class Trainer:
             # bf16 autocast needs no gradient scaler, so there is no scaler state to keep.
             "position": {**position.__dict__},
             "probes": self.probes.state() if self.probes else None,
-            "rng": {
+            # Every rank's generators, in rank order (a collective: every rank calls this, rank 0 saves it).
+            "rng": self.world.gather({
                 "python": random.getstate(),
                 "numpy": _numpy_state_to_torch(np.random.get_state()),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
                 "data": self.data_generator.get_state(),
-            },
+            }),
         }
 
     def restore(self, state: dict) -> Position:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"]
+        rng = state["rng"][self.world.rank]
         random.setstate(rng["python"])
         np.random.set_state(_numpy_state_from_torch(rng["numpy"]))
         torch.set_rng_state(rng["torch"])
@@ -365,21 +418,28 @@ def _numpy_state_from_torch(state: tuple) -> tuple:
 
 
 def run_training(config: Config, runs_dir: Path, view=NullView()) -> RunResult:
-    """Start a new run in a new, timestamped directory."""
+    """Start a new run in a new, timestamped directory (under torchrun: rank 0 creates it, the others follow)."""
     trainer = Trainer.build(config)  # every check of the input happens before anything is written
-    run = RunDir.create(runs_dir, config.experiment.name)
+    world = trainer.world
+    created = RunDir.create(runs_dir, config.experiment.name) if world.main else None
+    run = _as_seen_by(world, world.gather(created and created.path)[0])
     with run.lock():
         return _start(run, trainer, view)
 
 
-# Keys a resume may change: where the data is and how evaluation is batched; neither changes the trajectory.
-RESUMABLE_KEYS = {"data.root", "data.download", "train.eval_batch_size"}
+def _as_seen_by(world: World, path: Path) -> RunDir:
+    """The run directory as this rank may use it: rank 0 writes it, the others only read it."""
+    return RunDir(path) if world.main else FollowerRunDir(path)
+
+
+# Keys a resume may change: where the data is, how evaluation is batched, what is logged; none changes the trajectory.
+RESUMABLE_KEYS = {"data.root", "data.download", "train.eval_batch_size", "log.tensorboard"}
 FINAL_STATUSES = ("completed", "diverged")  # rerunning either would give the same result
 
 
 def resume_training(path: Path, overrides: list[str], view=NullView()) -> RunResult:
-    """Continue a run from its last checkpoint, with its saved config."""
-    run = RunDir(path)
+    """Continue a run from its last checkpoint, with its saved config (under torchrun: as many processes as before)."""
+    run = _as_seen_by(distributed.current(), path)
     if not run.is_run():
         raise UserError(f"{path} is not a run directory (it lacks {CONFIG_FILE} or {SUMMARY_FILE})")
     config = load_config(path / CONFIG_FILE, overrides)
@@ -425,17 +485,23 @@ def changed_keys(saved: Config, config: Config) -> list[str]:
 def _start(run: RunDir, trainer: Trainer, view) -> RunResult:
     config = trainer.config
     run.write_config(dump_config(config))
-    run.write_env(environment(trainer.device, trainer.dataset, trainer.mean, trainer.std, trainer.model))
+    run.write_env(environment(trainer.device, trainer.world, trainer.dataset, trainer.mean, trainer.std, trainer.model))
     summary = {"status": "running", "started_at": _now(), "epochs_planned": config.train.epochs, "epochs_done": 0}
     return _train(trainer, run, Position(), summary, view)
 
 
 def _resume(run: RunDir, config: Config, view) -> RunResult:
     trainer = Trainer.build(config)
-    recorded = run.read_env()["dataset"]["fingerprint"]
+    env = run.read_env()
+    recorded = env["dataset"]["fingerprint"]
     if trainer.dataset.fingerprint() != recorded:
         raise UserError(f"the dataset differs from the one the run started with (fingerprint "
                         f"{trainer.dataset.fingerprint()}, recorded {recorded})")
+    processes = env.get("distributed", {}).get("world_size", 1)
+    if processes != trainer.world.size:
+        raise UserError(f"the run was trained by {processes} process(es) and this is {trainer.world.size}: each "
+                        f"process's random state (and BN statistics) is part of it; resume with "
+                        + ("torchrun --nproc_per_node " + str(processes) if processes > 1 else "one process"))
     state = run.load_checkpoint(map_location=trainer.device)
     # No checkpoint: it stopped inside its first epoch, so the freshly built trainer is where it began.
     position = trainer.restore(state) if state else Position()
@@ -458,8 +524,11 @@ def _get(config: Config, dotted: str):
 def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, view) -> RunResult:
     config = trainer.config
     started = time.perf_counter()
+    board = None
     try:
         run.write_summary(summary)
+        if config.log.tensorboard and trainer.world.main:
+            board = tblog.EpochLog(run.tensorboard_dir, dump_config(config), position.records, bool(summary.get("resumed")))
         view.start(run, config, trainer.dataset, trainer.device)
         with _stop_requests() as stop:
             while position.epoch <= config.train.epochs:
@@ -475,7 +544,7 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
                         run.save_checkpoint(trainer.checkpoint(position))
                     break
                 evaluated = evaluate(trainer.model, trainer.test_split, config.train.eval_batch_size, config.train.amp,
-                                     trainer.device)
+                                     trainer.device, trainer.world)
                 record = {"epoch": epoch, **trained, **evaluated,
                           "steps": epoch * trainer.train_split.steps_per_epoch(config.train.batch_size)}
                 position = Position(epoch=epoch + 1, records=position.records + [record],
@@ -483,9 +552,11 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
                 # Checkpoint first: it holds the records, and resume rewrites metrics.jsonl from it.
                 run.save_checkpoint(trainer.checkpoint(position))
                 run.append_metrics(record)
+                if board:
+                    board.add(record)
                 view.epoch_done(record)
                 summary["epochs_done"] = epoch
-                if stop.is_set() and epoch < config.train.epochs:
+                if trainer.world.any(stop.is_set(), trainer.device) and epoch < config.train.epochs:
                     summary.update(status="interrupted", stopped_at={"epoch": epoch + 1, "step": 0})
                     break
             else:
@@ -497,6 +568,9 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
                        error=f"{exc.__class__.__name__}: {exc}")
         _finish(run, summary, position.records, started)
         raise
+    finally:
+        if board:
+            board.close()
     _finish(run, summary, position.records, started)
     view.finished(position.records, summary)
     return RunResult(run, summary)
