@@ -82,32 +82,47 @@ def train(
 def compare(
     study: Path = typer.Argument(..., help="Study file (YAML): base, grid and/or variants, seeds, repeats, interleave."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Runs go to RUNS_DIR/<study name>/<run id>/."),
-    jobs: int = typer.Option(1, "--jobs", min=1, help="Runs at once, in separate processes (CPU threads split; one per GPU)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Runs at once, in separate processes (CPU threads "
+                                       "split; one per GPU). Default: 1, or one per --devices entry."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Place runs on these GPUs in turn: cuda:0,cuda:1."),
+    shard_spec: Optional[str] = typer.Option(None, "--shard", help="I/N: run only the I-th of N slices of the plan "
+                                             "(N batch jobs, one shared --runs-dir, cover it exactly once)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what is already done; run nothing."),
     set_: Optional[List[str]] = SetOption,
     target: float = typer.Option(0.5, help="Test accuracy for the 'epochs to target' column."),
 ) -> None:
     """Run a study: every grid point / variant x seed x repeat, skipping finished runs; end with a comparison."""
-    from lrnbn.compare import load_study, run_state, run_study
+    from lrnbn import distributed
+    from lrnbn.compare import load_study, run_state, run_study, shard
     from lrnbn.console import StudyDisplay, print_table, wide_console
     from lrnbn.report import study_table
     from lrnbn.results import group
     from lrnbn.rundir import find_runs
 
+    if distributed.current().launched:
+        raise UserError("lrnbn compare runs each run in one process; spread a study with --jobs, --devices or "
+                        "--shard, and use torchrun for `lrnbn train`")
+    cuda_indices = _cuda_devices(devices) if devices else []
     plan = load_study(study, list(set_ or []))
+    slice_note = ""
+    if shard_spec is not None:
+        index, count = _shard(shard_spec)
+        total = len(plan.runs)
+        plan = shard(plan, index, count)
+        slice_note = f" (shard {index}/{count} of {total})"
     root = runs_dir / plan.name
     states = {run.run_id: run_state(root / run.run_id, run.config) for run in plan.runs}
     done = sum(1 for s in states.values() if s in ("completed", "diverged"))
     console = wide_console(stderr=True)
-    console.print(f"[bold]{plan.name}[/]: {len(plan.runs)} runs, {done} already ended, {len(plan.runs) - done} to run "
-                  f"-> {root}/")
+    console.print(f"[bold]{plan.name}[/]: {len(plan.runs)} runs{slice_note}, {done} already ended, "
+                  f"{len(plan.runs) - done} to run -> {root}/")
     for run_id, state in states.items():
         console.print(f"  {run_id}" + ("" if state == "absent" else f"  ({state})"), markup=False)
     if dry_run:
         return
     display = StudyDisplay(console)
     try:
-        outcome = run_study(plan, runs_dir, jobs, display)
+        outcome = run_study(plan, runs_dir, jobs or max(1, len(cuda_indices)), display, cuda_indices)
     finally:
         display.stop()
     for run_id, message in outcome.errors.items():
@@ -178,6 +193,32 @@ def config_reference() -> None:
     from lrnbn.config import reference_markdown
 
     typer.echo(reference_markdown(), nl=False)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()):
+        raise UserError(f"--shard: expected I/N such as 2/8, got {text!r}")
+    return int(index), int(count)
+
+
+def _cuda_devices(text: str) -> list[int]:
+    """`cuda:0,cuda:1` -> [0, 1], each checked against the GPUs torch sees."""
+    import torch
+
+    indices = []
+    for part in text.split(","):
+        name, _, index = part.strip().partition(":")
+        if name != "cuda" or not index.isdigit():
+            raise UserError(f"--devices: expected cuda:N entries such as cuda:0,cuda:1 (CPU runs need only --jobs), "
+                            f"got {part!r}")
+        indices.append(int(index))
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    wrong = [i for i in indices if i >= visible]
+    if wrong:
+        raise UserError(f"--devices: cuda:{wrong[0]} does not exist; torch sees {visible} CUDA device(s)"
+                        + (f" (cuda:0 to cuda:{visible - 1})" if visible else ""))
+    return indices
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:

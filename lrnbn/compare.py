@@ -4,6 +4,9 @@ Every run's config is the base + the command's --set + the variant's and the gri
 goes through the same schema as `lrnbn train`. Running a study skips runs that have ended (completed or diverged),
 resumes runs that stopped, and restarts failed ones; each run's lock keeps two processes off the same run. What
 happened is read back from the run directories, never from memory, so `--jobs N` processes and reruns agree.
+
+Beyond one machine: `--shard I/N` keeps every N-th run of the plan (starting at the I-th), so N batch jobs (a SLURM
+array, say) writing to one shared runs dir cover the plan exactly once; `--devices` places runs on chosen GPUs.
 """
 
 from __future__ import annotations
@@ -113,6 +116,15 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
     return Study(name, path, [run for _, run in runs])
 
 
+def shard(study: Study, index: int, count: int) -> Study:
+    """The index-th (1-based) of `count` slices of the plan: runs index-1, index-1+count, ... of the plan's order,
+    which depends on the study file alone, so every batch job computes the same slices; their sizes differ by at
+    most one run."""
+    if not 1 <= index <= count:
+        raise UserError(f"--shard: expected I/N with 1 <= I <= N, got {index}/{count}")
+    return Study(study.name, study.source, study.runs[index - 1 :: count])
+
+
 def _yaml_scalar(value) -> str:
     import yaml
 
@@ -164,8 +176,9 @@ class StudyOutcome:
     wall_time_s: float
 
 
-def run_study(study: Study, runs_dir: Path, jobs: int = 1, display=None) -> StudyOutcome:
-    """Bring every run of the study to an end (see the module doc). `display` shows progress (see console.py)."""
+def run_study(study: Study, runs_dir: Path, jobs: int = 1, display=None, devices: list[int] = ()) -> StudyOutcome:
+    """Bring every run of the study to an end (see the module doc). `display` shows progress (see console.py);
+    `devices`: CUDA device indices to place runs on, in turn (runs then train in child processes)."""
     from lrnbn.train import train_at
 
     started = time.perf_counter()
@@ -176,7 +189,7 @@ def run_study(study: Study, runs_dir: Path, jobs: int = 1, display=None) -> Stud
     interrupted = False
     if display:
         display.study_started(study, len(study.runs) - len(pending))
-    if jobs <= 1:
+    if jobs <= 1 and not devices:
         for planned in pending:
             view = display.run_started(planned.run_id, planned.config) if display else None
             try:
@@ -194,20 +207,30 @@ def run_study(study: Study, runs_dir: Path, jobs: int = 1, display=None) -> Stud
                 interrupted = True
                 break
     else:
-        interrupted = _run_parallel(pending, root, jobs, errors, busy, display)
+        interrupted = _run_parallel(pending, root, jobs, devices, errors, busy, display)
     statuses = {run.run_id: run_state(root / run.run_id) for run in study.runs}
     return StudyOutcome(statuses, errors, busy, interrupted, time.perf_counter() - started)
 
 
-def _run_parallel(pending: list[PlannedRun], root: Path, jobs: int, errors: dict, busy: list, display) -> bool:
+def slot_devices(jobs: int, devices: list[int], visible_gpus: int) -> list[int | None]:
+    """The CUDA device of each parallel slot (None: the slot trains on the CPU). Chosen devices take the slots in
+    turn, so jobs > devices shares GPUs; without a choice, one run per visible GPU, or CPU slots when none is."""
+    if devices:
+        return [devices[slot % len(devices)] for slot in range(jobs)]
+    if visible_gpus:
+        return list(range(min(jobs, visible_gpus)))
+    return [None] * jobs
+
+
+def _run_parallel(pending: list[PlannedRun], root: Path, jobs: int, devices: list[int], errors: dict, busy: list,
+                  display) -> bool:
     import torch
 
-    use_cuda = torch.cuda.is_available() and any(r.config.train.device in ("auto", "cuda") for r in pending)
-    if use_cuda:
-        jobs = min(jobs, torch.cuda.device_count())  # one run per GPU
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    wants_cuda = any(r.config.train.device in ("auto", "cuda") for r in pending)
+    slots = slot_devices(jobs, devices, torch.cuda.device_count() if wants_cuda and torch.cuda.is_available() else 0)
+    threads = max(1, (os.cpu_count() or 1) // len(slots))
     context = multiprocessing.get_context("spawn")
-    free_slots = list(range(jobs))
+    free_slots = list(range(len(slots)))
     active: dict[Any, tuple[PlannedRun, int]] = {}
     queue = list(pending)
     interrupted = False
@@ -217,7 +240,7 @@ def _run_parallel(pending: list[PlannedRun], root: Path, jobs: int, errors: dict
             while queue and free_slots and not interrupted:
                 planned, slot = queue.pop(0), free_slots.pop(0)
                 process = context.Process(target=_child, args=(str(root / planned.run_id), planned.config.model_dump(),
-                                                               threads, slot if use_cuda else None))
+                                                               threads, slots[slot]))
                 process.start()
                 active[process] = (planned, slot)
                 if display:

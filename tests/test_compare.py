@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrnbn.compare import load_study, run_state
+from lrnbn.compare import load_study, run_state, shard, slot_devices
 from lrnbn.rundir import RunDir
 from tests.test_config import _assert_rejected
 
@@ -116,3 +116,58 @@ def test_runs_of_a_changed_study_are_stale_not_reused(cli, tmp_path, study_file)
     assert "0 already ended, 1 to run" in dry.stderr and "stale: its config differs" in dry.stderr
     result = cli("compare", changed, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 1 and "saved config differs from the study's at train.lr" in result.stderr
+
+
+def test_shards_cover_the_plan_exactly_once_for_any_count(study_file):
+    study = load_study(study_file({"variants": [{"name": "bn", "set": {}}, {"name": "lrn", "set": {"model.norm": "lrn"}}],
+                                   "grid": {"train.lr": [0.01, 0.05, 0.1]}, "seeds": [0, 1], "repeats": 2}))
+    plan = [r.run_id for r in study.runs]
+    assert len(plan) == 24
+    for count in (1, 2, 5, 7, 24, 30):
+        slices = [[r.run_id for r in shard(study, index, count).runs] for index in range(1, count + 1)]
+        assert sorted(sum(slices, [])) == sorted(plan), count
+        assert max(map(len, slices)) - min(map(len, slices)) <= 1  # even slices
+        assert slices == [[r.run_id for r in shard(load_study(study.source), i, count).runs] for i in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("spec,message", [("0/3", "expected I/N with 1 <= I <= N, got 0/3"),
+                                          ("4/3", "expected I/N with 1 <= I <= N, got 4/3"), ("a/b", "expected I/N such as 2/8, got 'a/b'"),
+                                          ("2", "expected I/N such as 2/8")])
+def test_bad_shard_specs(cli, tmp_path, study_file, spec, message):
+    result = cli("compare", study_file({"grid": {"model.norm": ["bn"]}}), "--runs-dir", tmp_path / "runs",
+                 "--shard", spec)
+    assert result.exit_code == 2 and f"error: --shard: {message}" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_shards_run_into_one_runs_dir_and_the_report_merges_them(cli, tmp_path, study_file):
+    study = study_file({"name": "split", "grid": {"model.norm": ["bn", "none"]}, "seeds": [0, 1]})
+    first = cli("compare", study, "--runs-dir", tmp_path / "runs", "--shard", "1/2")
+    assert first.exit_code == 0, first.output
+    assert "2 runs (shard 1/2 of 4)" in first.stderr
+    assert sorted(p.name for p in (tmp_path / "runs" / "split").iterdir()) == ["norm=bn,seed=0", "norm=bn,seed=1"]
+    assert cli("compare", study, "--runs-dir", tmp_path / "runs", "--shard", "2/2").exit_code == 0
+    assert cli("compare", study, "--runs-dir", tmp_path / "runs", "--dry-run").stderr.count("(completed)") == 4
+    result = cli("report", tmp_path / "runs" / "split", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    table = result.stdout[result.stdout.index("study split"):result.stdout.index("claims")]
+    assert table.count("2 completed") == 2  # bn and none, each with the seed of either shard
+
+
+def test_devices_take_the_slots_in_turn():
+    assert slot_devices(4, [0, 1], visible_gpus=2) == [0, 1, 0, 1]
+    assert slot_devices(1, [3], visible_gpus=4) == [3]
+    assert slot_devices(4, [], visible_gpus=2) == [0, 1]  # one run per GPU
+    assert slot_devices(3, [], visible_gpus=0) == [None, None, None]  # CPU processes
+
+
+@pytest.mark.parametrize("devices,message", [
+    ("cuda:7", "--devices: cuda:7 does not exist; torch sees"),
+    ("gpu0", "--devices: expected cuda:N entries such as cuda:0,cuda:1 (CPU runs need only --jobs), got 'gpu0'"),
+    ("cuda:0,cpu", "got 'cpu'"),
+])
+def test_bad_devices(cli, tmp_path, study_file, devices, message):
+    result = cli("compare", study_file({"grid": {"model.norm": ["bn"]}}), "--runs-dir", tmp_path / "runs",
+                 "--devices", devices)
+    assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "runs").exists()
