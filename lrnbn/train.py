@@ -234,7 +234,8 @@ def train_epoch(trainer: "Trainer", position: Position, stop, view, record_probe
 
     Raises _Stopped on a non-finite loss (position then holds the last finite step) or a stop request."""
     model, split, optimizer, scheduler = trainer.train_module, trainer.train_split, trainer.optimizer, trainer.scheduler
-    cfg, device, generator, probes, world = trainer.config, trainer.device, trainer.data_generator, trainer.probes, trainer.world
+    cfg, device, generator, probes = trainer.config, trainer.device, trainer.data_generator, trainer.probes
+    world = trainer.world
     model.train()
     steps = split.steps_per_epoch(cfg.train.batch_size)
     # Running sums stay on the device; they are read (a sync) only every `report_every` steps. Each rank adds its
