@@ -65,8 +65,11 @@ def study_table(variants: list[Variant], target: float) -> list[dict]:
 
 
 def _machine(variants: list[Variant]) -> str:
-    machines = {(r.env.get("device", {}).get("name", "?"), r.env.get("cpu_threads")) for v in variants for r in v.runs}
-    return "; ".join(f"{name}, {threads} threads" for name, threads in sorted(machines, key=str))
+    """Where the runs were timed: device, CPU threads and, for torchrun runs, the number of processes."""
+    machines = {(r.env.get("device", {}).get("name", "?"), r.env.get("cpu_threads"),
+                 (r.env.get("distributed") or {}).get("world_size", 1)) for v in variants for r in v.runs}
+    return "; ".join(f"{name}, {threads} threads" + (f" x {processes} processes" if processes > 1 else "")
+                     for name, threads, processes in sorted(machines, key=str))
 
 
 def _dataset(variants: list[Variant]) -> str:

@@ -47,3 +47,12 @@ def test_report_cli_prints_tables_and_rejects_an_empty_folder(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     result = cli("report", tmp_path / "empty", "--out", tmp_path / "out2")
     assert result.exit_code == 2 and result.stderr.strip() == f"error: no run directories under {tmp_path / 'empty'}"
+
+
+def test_report_names_the_process_count_of_torchrun_runs(tmp_path):
+    make_run(tmp_path / "runs", "mixed", "one", {"model.norm": "bn"}, LEARNS)
+    ddp = make_run(tmp_path / "runs", "mixed", "two", {"model.norm": "bn", "experiment.seed": 1}, LEARNS)
+    env = ddp.read_env()
+    ddp.write_env({**env, "distributed": {"world_size": 2, "backend": "nccl"}})
+    text = build_report([tmp_path / "runs"], tmp_path / "out")[0].read_text()
+    assert "Machine: test cpu, 2 threads; test cpu, 2 threads x 2 processes." in text
