@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from contextlib import contextmanager
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from lrnbn.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,14 +74,26 @@ class World:
             for buffer in module.buffers():
                 dist.broadcast(buffer, src=0)
 
-    @contextmanager
-    def main_first(self):
-        """Rank 0 runs the block first (a download, say), the others after it has finished."""
-        if self.launched and not self.main:
-            dist.barrier()
-        yield
-        if self.launched and self.main:
-            dist.barrier()
+    def main_first(self, action: Callable[[], T], others: Callable[[], T] | None = None) -> T:
+        """Run `action` on rank 0; once it has returned, the other ranks run `others`, or without it receive rank 0's
+        result. A UserError on rank 0 is raised on every rank, so that all stop with its message rather than with
+        a lost connection to rank 0."""
+        if not self.launched:
+            return action()
+        outcome = [None]
+        if self.main:
+            try:
+                result = action()
+                outcome = [("ok", None if others else result)]
+            except UserError as err:
+                outcome = [("error", err)]
+        dist.broadcast_object_list(outcome, src=0)
+        status, value = outcome[0]
+        if status == "error":
+            raise value
+        if self.main:
+            return result
+        return others() if others else value
 
     def slice(self, total: int) -> slice:
         """This rank's contiguous share of `total` items (shares differ in size by at most one)."""

@@ -349,8 +349,8 @@ class Trainer:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         world = distributed.join(device)
-        with world.main_first():  # a download, if any, happens once
-            dataset = load_dataset(config.data, seed)
+        load = partial(load_dataset, config.data, seed)
+        dataset = world.main_first(load, others=load)  # a download, if any, happens once
         if config.train.batch_size > len(dataset.train):
             raise UserError(f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images")
         mean, std = input_stats(dataset.train, config.data.input_norm)
@@ -422,8 +422,7 @@ def run_training(config: Config, runs_dir: Path, view=NullView()) -> RunResult:
     """Start a new run in a new, timestamped directory (under torchrun: rank 0 creates it, the others follow)."""
     trainer = Trainer.build(config)  # every check of the input happens before anything is written
     world = trainer.world
-    created = RunDir.create(runs_dir, config.experiment.name) if world.main else None
-    run = _as_seen_by(world, world.gather(created and created.path)[0])
+    run = _as_seen_by(world, world.main_first(lambda: RunDir.create(runs_dir, config.experiment.name).path))
     with run.lock():
         return _start(run, trainer, view)
 

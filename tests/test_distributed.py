@@ -105,6 +105,15 @@ def test_a_run_is_resumed_only_by_as_many_processes_as_trained_it(tmp_path, cli)
     assert resume_training(stopped.run_dir.path, []).summary["status"] == "completed"
 
 
+def test_an_error_on_rank_0_stops_every_rank_with_its_message(tmp_path, write_config):
+    config = write_config({"data": {"dataset": "cifar10", "root": str(tmp_path / "absent")}})
+    code, _, stderr = finish(torchrun("--config", config, "--runs-dir", tmp_path / "runs"))
+    assert code != 0
+    assert f"error: CIFAR-10 not found under {tmp_path / 'absent'}" in stderr
+    assert f"error (rank 1): CIFAR-10 not found under {tmp_path / 'absent'}" in stderr  # not a lost connection
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.fixture
 def launched(monkeypatch):
     """This process as torchrun's rank 0 of 2 (the checks below all come before it would join the group)."""
