@@ -412,25 +412,23 @@ class DeviceSplit:
         return len(self) // batch_size
 
     def train_batches(self, batch_size: int, generator: torch.Generator, augment: bool, start_step: int = 0,
-                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                      part: slice = slice(None)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled full batches (the remainder is dropped so that every batch has batch_size images).
 
         With `generator` in its state at the start of an epoch, start_step > 0 resumes mid-epoch: the skipped
         batches still draw their random numbers, so the rest of the epoch is what it would have been.
-        shard = (rank, ranks): this rank's contiguous slice of each global batch of batch_size images; every rank
-        draws the whole batch's random numbers, so the slices put together are the one-process batch."""
-        rank, ranks = shard
-        local = slice(rank * batch_size // ranks, (rank + 1) * batch_size // ranks)
+        part: the slice of each global batch of batch_size images that this rank trains on; every rank draws the
+        whole batch's random numbers, so the parts put together are the one-process batch."""
         order = torch.randperm(len(self), generator=generator).to(self.device)
         for step in range(self.steps_per_epoch(batch_size)):
             draws = self._augmentation_draws(batch_size, generator) if augment else None
             if step < start_step:
                 continue
-            index = order[step * batch_size : (step + 1) * batch_size][local]
+            index = order[step * batch_size : (step + 1) * batch_size][part]
             images = self.images[index]
             if augment:
                 offsets, flip = draws
-                images = self._crop_flip(images, offsets[:, local], flip[local])
+                images = self._crop_flip(images, offsets[:, part], flip[part])
             yield self._normalise(images), self.labels[index]
 
     def first(self, n: int) -> torch.Tensor:

@@ -96,7 +96,8 @@ class World:
         return others() if others else value
 
     def slice(self, total: int) -> slice:
-        """This rank's contiguous share of `total` items (shares differ in size by at most one)."""
+        """This rank's contiguous share of `total` items (shares differ in size by at most one): of each global
+        training batch, and of the test split."""
         return slice(total * self.rank // self.size, total * (self.rank + 1) // self.size)
 
     def seed(self, seed: int) -> int:

@@ -254,7 +254,7 @@ def train_epoch(trainer: "Trainer", position: Position, stop, view, record_probe
     _sync(device)
     start = time.perf_counter() - position.elapsed
     batches = split.train_batches(cfg.train.batch_size, generator, cfg.data.augment, start_step=position.step,
-                                  shard=(world.rank, world.size))
+                                  part=world.slice(cfg.train.batch_size))
     for step, (images, labels) in enumerate(batches, start=position.step):
         with _autocast(device, cfg.train.amp):
             logits = model(images)
