@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lrnbn.lrn import local_response_norm
+from lrnbn.lrn import IMPLS, local_response_norm
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -59,7 +59,7 @@ def bench_lrn(shape=(128, 64, 32, 32), device: str = "cpu", dtype: str = "float3
     plain = x.detach()
 
     variants: list[tuple[str, int | None, Callable[[], None]]] = [("bn", None, _forward_backward(bn, x, grad))]
-    for impl in ("torch", "fast"):
+    for impl in IMPLS:
         for n in sizes:
             layer = lambda t, n=n, impl=impl: local_response_norm(t, n, impl=impl)
             variants.append((impl, n, _forward_backward(layer, x, grad)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from lrnbn.keys import is_norm_key
 from lrnbn.results import Variant, mean_std, probe_summary, quartiles, stays_at_chance, to_target
 
 REPRODUCED, NOT_REPRODUCED, CONDITIONAL, INCONCLUSIVE = (
@@ -35,6 +36,14 @@ class Verdict:
     runs: list[str] = field(default_factory=list)  # run directories used
 
 
+def ladder(outcomes: list[bool]) -> str:
+    """The verdict from the comparisons a claim rests on: all hold -> reproduced; some -> reproduced only under
+    conditions; none -> not reproduced. (No comparison at all is "inconclusive", decided before this.)"""
+    if all(outcomes):
+        return REPRODUCED
+    return CONDITIONAL if any(outcomes) else NOT_REPRODUCED
+
+
 def _runs_of(variants: list[Variant]) -> list[str]:
     return [str(r.path) for v in variants for r in v.runs]
 
@@ -46,22 +55,18 @@ def _norm_groups(studies: dict[str, list[Variant]]) -> list[list[Variant]]:
     for variants in studies.values():
         buckets: dict[tuple, list[Variant]] = {}
         for v in variants:
-            rest = tuple(sorted((k, repr(x)) for k, x in v.settings.items()
-                                if k != "model.norm" and not k.startswith("model.lrn.")))
+            rest = tuple(sorted((k, repr(x)) for k, x in v.settings.items() if not is_norm_key(k)))
             buckets.setdefault(rest, []).append(v)
         for bucket in buckets.values():
-            norms = {v.get("model.norm") for v in bucket}
+            norms = {v.norm for v in bucket}
             if {"bn", "lrn"} <= norms:
                 groups.append(bucket)
     return groups
 
 
 def _by_norm(group: list[Variant], norm: str) -> list[Variant]:
-    """The group's variants with this norm; an LRN with alpha 0 is the identity, so it counts as none."""
-    def effective(v: Variant) -> str:
-        return "none" if v.get("model.norm") == "lrn" and v.get("model.lrn.alpha") == 0 else v.get("model.norm")
-
-    return [v for v in group if effective(v) == norm]
+    """The group's variants with this norm (an identity LRN counts as none)."""
+    return [v for v in group if v.norm == norm]
 
 
 def _probe_comparison(group: list[Variant], key: str, lower_is_claimed: bool = True) -> tuple[str, bool] | None:
@@ -109,13 +114,12 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
     if not evidence:
         return Verdict("C1", statement, INCONCLUSIVE, "needs runs: a study with BN (learning above chance) and at least "
                        "two LRN settings (k, alpha or n swept)", thresholds)
-    sensitive = [e["sensitive"] for e in evidence]
-    if all(sensitive):
-        verdict, reason = REPRODUCED, "BN's normalization has trainable parameters and LRN's has none; final accuracy moves with LRN's hand-set values by more than BN's seed noise."
-    elif any(sensitive):
-        verdict, reason = CONDITIONAL, "LRN's hand-set values matter in some studies, not in others (see the table)."
-    else:
-        verdict, reason = NOT_REPRODUCED, "LRN's accuracy hardly moves across the swept settings, so its hand-set values are not a burden here."
+    verdict = ladder([e["sensitive"] for e in evidence])
+    reason = {REPRODUCED: "BN's normalization has trainable parameters and LRN's has none; final accuracy moves with "
+                          "LRN's hand-set values by more than BN's seed noise.",
+              CONDITIONAL: "LRN's hand-set values matter in some studies, not in others (see the table).",
+              NOT_REPRODUCED: "LRN's accuracy hardly moves across the swept settings, so its hand-set values are not a "
+                              "burden here."}[verdict]
     return Verdict("C1", statement, verdict, reason, thresholds, evidence, _runs_of(used))
 
 
@@ -159,14 +163,11 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
                         "BN's is not the lowest, so steadier inputs do not explain the difference here."))
     else:
         mechanism = " The mechanism (steady input distributions) is not measured by these runs (enable probes)."
-    if all(outcomes):
-        return Verdict("C2", statement, REPRODUCED, "BN reached the target in fewer epochs than every LRN variant." + mechanism,
-                       thresholds, evidence, _runs_of(used))
-    if any(outcomes):
-        return Verdict("C2", statement, CONDITIONAL, "BN was faster than some LRN variants, not all (see the table)." + mechanism,
-                       thresholds, evidence, _runs_of(used))
-    return Verdict("C2", statement, NOT_REPRODUCED, "LRN reached the target as fast as BN or faster." + mechanism,
-                   thresholds, evidence, _runs_of(used))
+    verdict = ladder(outcomes)
+    reason = {REPRODUCED: "BN reached the target in fewer epochs than every LRN variant.",
+              CONDITIONAL: "BN was faster than some LRN variants, not all (see the table).",
+              NOT_REPRODUCED: "LRN reached the target as fast as BN or faster."}[verdict]
+    return Verdict("C2", statement, verdict, reason + mechanism, thresholds, evidence, _runs_of(used))
 
 
 def _mean_seconds(reached: list[tuple]) -> str:
@@ -214,7 +215,7 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
                   + ("BN's updates are the smallest." if all(h for _, h in updates) else "BN's updates are not the smallest."))
     else:
         caveat = " Weight-update sizes are not measured by these runs (enable probes); the gap is the only evidence."
-    verdict = REPRODUCED if all(outcomes) else CONDITIONAL if any(outcomes) else NOT_REPRODUCED
+    verdict = ladder(outcomes)
     reason = {REPRODUCED: "BN's train-test gap is smaller than LRN's.",
               CONDITIONAL: "BN's gap is smaller than some LRN variants' only.",
               NOT_REPRODUCED: "BN's train-test gap is not smaller than LRN's."}[verdict]
@@ -235,19 +236,17 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
             continue
         q1, bn_median, q3 = quartiles(bn_times)
         margin = max(TIME_MARGIN, (q3 - q1) / bn_median)
-        for v in sorted(group, key=lambda v: (v.get("model.norm"), v.get("model.lrn.impl"), v.get("model.lrn.size"))):
+        for v in sorted(group, key=lambda v: (v.norm, str(v.get("model.lrn.impl")), v.get("model.lrn.size") or 0)):
             lo, median, hi = quartiles(v.epoch_times())
-            lrn = v.get("model.norm") == "lrn"
+            lrn = v.norm == "lrn"
             evidence.append({"study": v.study, "variant": v.label, "epochs timed": len(v.epoch_times()),
                              "median epoch s": f"{median:.2f}", "IQR s": f"{lo:.2f}-{hi:.2f}",
                              "ratio to BN": f"{median / bn_median:.2f}"})
             if lrn:
                 costlier.append(median / bn_median > 1 + margin)
-        for impl in ("torch", "fast"):
-            sizes = {}
-            for v in _by_norm(group, "lrn"):
-                if v.get("model.lrn.impl") == impl and v.epoch_times():
-                    sizes[v.get("model.lrn.size")] = quartiles(v.epoch_times())[1]
+        timed = [v for v in _by_norm(group, "lrn") if v.epoch_times()]
+        for impl in dict.fromkeys(v.get("model.lrn.impl") for v in timed):
+            sizes = {v.get("model.lrn.size"): quartiles(v.epoch_times())[1] for v in timed if v.get("model.lrn.impl") == impl}
             if len(sizes) >= 2:
                 ordered = [sizes[n] for n in sorted(sizes)]
                 rising = all(b >= a for a, b in zip(ordered, ordered[1:])) and ordered[-1] >= GROWTH * ordered[0]
@@ -260,17 +259,14 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
     for impl, flags in growth.items():
         parts.append(f"With impl {impl}, epoch time {'grew' if all(flags) else 'did not grow'} with n.")
     grows = {impl: all(flags) for impl, flags in growth.items()}
-    if all(costlier) and grows and all(grows.values()):
-        verdict = REPRODUCED
-    elif any(costlier) and (not grows or any(grows.values())):
-        verdict = CONDITIONAL
-        if grows and not all(grows.values()):
-            parts.append("Growth with n is a property of the stock implementation, not of LRN: "
-                         + ", ".join(f"{i}: {'grows' if g else 'flat'}" for i, g in grows.items()) + ".")
-        if not grows:
-            parts.append("Growth with n was not tested (needs LRN at two or more sizes).")
-    else:
-        verdict = NOT_REPRODUCED
+    # The claim has two halves: every LRN variant costlier than BN, and the cost growing with n in every impl. Growth
+    # that was not tested counts as not shown.
+    verdict = ladder(costlier + (list(grows.values()) or [False]))
+    if verdict == CONDITIONAL and grows and not all(grows.values()):
+        parts.append("Growth with n is a property of the stock implementation, not of LRN: "
+                     + ", ".join(f"{i}: {'grows' if g else 'flat'}" for i, g in grows.items()) + ".")
+    if not grows:
+        parts.append("Growth with n was not tested (needs LRN at two or more sizes).")
     return Verdict("C4", statement, verdict, " ".join(parts), thresholds, evidence, _runs_of(used))
 
 
@@ -281,11 +277,10 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
     evidence, note_conditions, others, used = [], [], [], []
     for variants in studies.values():
         for v in variants:
-            if v.get("model.norm") != "lrn" or v.seeds() < MIN_SEEDS_CHANCE:
+            # An identity LRN counts as none: a control (below), not an LRN setting.
+            if v.norm != "lrn" or v.seeds() < MIN_SEEDS_CHANCE:
                 continue
             at_chance = all(stays_at_chance(r, v.chance(), CHANCE_TOLERANCE) for r in v.finished)
-            if v.get("model.lrn.alpha") == 0:
-                continue  # an identity LRN is a control (below), not an LRN setting
             is_note = v.get("model.lrn.k") in (1, 2) and v.get("data.input_norm") is True
             evidence.append({"study": v.study, "variant": v.label, "seeds": v.seeds(),
                              "final test acc": _pct(mean_std(v.final_accs())[0]),
@@ -300,7 +295,7 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
     # Controls: the same study's runs without an effective LRN. If they stay at chance too, k is not the cause.
     controls = [v for variants in studies.values() for v in variants
                 if v.study in {n.study for n, _ in note_conditions} and v.seeds() >= MIN_SEEDS_CHANCE
-                and (v.get("model.norm") == "none" or (v.get("model.norm") == "lrn" and v.get("model.lrn.alpha") == 0))]
+                and v.norm == "none"]
     stuck_controls = [v.label for v in controls if all(stays_at_chance(r, v.chance(), CHANCE_TOLERANCE) for r in v.finished)]
     for v in controls:
         if v.get("model.norm") == "none":
@@ -312,13 +307,11 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
         return Verdict("C5", statement, INCONCLUSIVE, f"controls without an effective LRN ({'; '.join(stuck_controls)}) "
                        "stayed at chance too, so these runs cannot tell k's effect: train longer or at another "
                        "learning rate.", thresholds, evidence, _runs_of(used))
-    if len(collapsed) == len(note_conditions):
-        verdict, reason = REPRODUCED, "Every LRN setting with k in {1, 2} and normalized inputs stayed at chance."
-    elif collapsed:
-        verdict, reason = CONDITIONAL, f"Stayed at chance only for: {'; '.join(collapsed)}."
-    else:
-        verdict, reason = NOT_REPRODUCED, ("No setting with k in {1, 2} and normalized inputs stayed at chance: "
-                                           "the note's stated conditions alone do not produce it.")
+    verdict = ladder([chance for _, chance in note_conditions])
+    reason = {REPRODUCED: "Every LRN setting with k in {1, 2} and normalized inputs stayed at chance.",
+              CONDITIONAL: f"Stayed at chance only for: {'; '.join(collapsed)}.",
+              NOT_REPRODUCED: "No setting with k in {1, 2} and normalized inputs stayed at chance: the note's stated "
+                              "conditions alone do not produce it."}[verdict]
     if elsewhere:
         reason += f" Outside the note's conditions, these stayed at chance too: {'; '.join(elsewhere)}."
     similarity = {v.label: probe_summary(v)["filter_similarity"] for v, _ in note_conditions + others

@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from lrnbn.errors import UserError
+import lrnbn
+from lrnbn.errors import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +26,20 @@ bench_app = typer.Typer(no_args_is_help=True, help="Micro-benchmarks that print 
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
+
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lrnbn {lrnbn.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                      help="Print lrnbn's version and exit.")) -> None:
+    """Batch Normalization versus Local Response Normalization on CIFAR-10: train, compare, report."""
+
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file; omitted keys take their defaults.")
 SetOption = typer.Option(None, "--set", "-s", help="Override one key: --set model.lrn.size=10 (repeatable; YAML values).")
@@ -60,7 +75,8 @@ def train(
     from lrnbn import distributed
     from lrnbn.config import load_config
     from lrnbn.console import RichView
-    from lrnbn.train import NullView, resume_training, run_training
+    from lrnbn.train import resume_training, run_training
+    from lrnbn.views import NullView
 
     overrides = list(set_ or []) + ([f"experiment.name={name}"] if name is not None else [])
     main = distributed.current().main
@@ -97,7 +113,7 @@ def compare(
     from lrnbn.console import StudyDisplay, print_table, wide_console
     from lrnbn.report import study_table
     from lrnbn.results import group
-    from lrnbn.rundir import find_runs
+    from lrnbn.rundir import FINAL_STATUSES, find_runs
 
     if distributed.current().launched:
         raise UserError("lrnbn compare runs each run in one process; spread a study with --jobs, --devices or "
@@ -112,7 +128,7 @@ def compare(
         slice_note = f" (shard {index}/{count} of {total})"
     root = runs_dir / plan.name
     states = {run.run_id: run_state(root / run.run_id, run.config) for run in plan.runs}
-    done = sum(1 for s in states.values() if s in ("completed", "diverged"))
+    done = sum(1 for s in states.values() if s in FINAL_STATUSES)
     console = wide_console(stderr=True)
     console.print(f"[bold]{plan.name}[/]: {len(plan.runs)} runs{slice_note}, {done} already ended, "
                   f"{len(plan.runs) - done} to run -> {root}/")
@@ -135,10 +151,10 @@ def compare(
     failed = [r for r, s in outcome.statuses.items() if s == "failed"] + list(outcome.errors)
     if outcome.interrupted:
         console.print("interrupted: rerun the same command to finish the study")
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
         console.print(f"{len(failed)} run(s) failed: rerun the same command to retry them")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
@@ -247,7 +263,7 @@ def bench_lrn(
 
     from lrnbn.bench import bench_lrn as run_bench, lrn_targets
     from lrnbn.console import wide_console
-    from lrnbn.train import resolve_device
+    from lrnbn.machine import resolve_device
 
     dims = _ints(shape, "--shape")
     if len(dims) != 4 or min(dims) < 1:

@@ -22,11 +22,12 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lrnbn.config import (Config, ConfigError, all_keys, apply_overrides, format_validation_error, read_yaml_mapping,
-                          unknown_key_message, validate)
-from lrnbn.errors import UserError
+from lrnbn.config import (Config, ConfigError, all_keys, apply_overrides, differing_keys, format_validation_error,
+                          load_config, read_yaml_mapping, unknown_key_message, validate)
+from lrnbn.errors import EXIT_INTERRUPTED, UserError
 from lrnbn.results import short_names, show
-from lrnbn.rundir import CONFIG_FILE, RunBusy, RunDir
+from lrnbn.rundir import CONFIG_FILE, FINAL_STATUSES, RunBusy, RunDir
+from lrnbn.views import NullStudyView, StudyView
 
 
 class VariantSpec(BaseModel):
@@ -138,13 +139,10 @@ def _yaml_scalar(value) -> str:
 def run_state(path: Path, config: Config | None = None) -> str:
     """What a planned run's directory says: absent, its summary's status (completed, diverged, ...), or stale when
     its saved config no longer matches the study's `config`."""
-    from lrnbn.config import load_config
-    from lrnbn.train import changed_keys
-
     run = RunDir(path)
     if not run.is_run():
         return "absent"
-    if config is not None and changed_keys(load_config(run.path / CONFIG_FILE), config):
+    if config is not None and differing_keys(load_config(run.path / CONFIG_FILE), config):
         return "stale: its config differs from the study's; delete it to rerun"
     return run.read_summary()["status"]
 
@@ -176,33 +174,32 @@ class StudyOutcome:
     wall_time_s: float
 
 
-def run_study(study: Study, runs_dir: Path, jobs: int = 1, display=None, devices: list[int] = ()) -> StudyOutcome:
+def run_study(study: Study, runs_dir: Path, jobs: int = 1, display: StudyView = NullStudyView(),
+              devices: list[int] = ()) -> StudyOutcome:
     """Bring every run of the study to an end (see the module doc). `display` shows progress (see console.py);
     `devices`: CUDA device indices to place runs on, in turn (runs then train in child processes)."""
     from lrnbn.train import train_at
 
     started = time.perf_counter()
     root = Path(runs_dir) / study.name
-    pending = [run for run in study.runs if run_state(root / run.run_id, run.config) not in ("completed", "diverged")]
+    pending = [run for run in study.runs if run_state(root / run.run_id, run.config) not in FINAL_STATUSES]
     errors: dict[str, str] = {}
     busy: list[str] = []
     interrupted = False
-    if display:
-        display.study_started(study, len(study.runs) - len(pending))
+    display.study_started(study, len(study.runs) - len(pending))
     if jobs <= 1 and not devices:
         for planned in pending:
-            view = display.run_started(planned.run_id, planned.config) if display else None
+            view = display.run_started(planned.run_id, planned.config)
             try:
-                result = train_at(root / planned.run_id, planned.config, **({"view": view} if view else {}))
+                result = train_at(root / planned.run_id, planned.config, view)
             except RunBusy:
                 busy.append(planned.run_id)
                 result = None
             except UserError as err:
                 errors[planned.run_id] = str(err)
                 result = None
-            if display:
-                display.run_finished(planned.run_id, result.summary["status"] if result else
-                                     "busy (another process holds it)" if planned.run_id in busy else "error")
+            display.run_finished(planned.run_id, result.summary["status"] if result else
+                                 "busy (another process holds it)" if planned.run_id in busy else "error")
             if result is not None and result.summary["status"] == "interrupted":
                 interrupted = True
                 break
@@ -223,7 +220,7 @@ def slot_devices(jobs: int, devices: list[int], visible_gpus: int) -> list[int |
 
 
 def _run_parallel(pending: list[PlannedRun], root: Path, jobs: int, devices: list[int], errors: dict, busy: list,
-                  display) -> bool:
+                  display: StudyView) -> bool:
     import torch
 
     wants_cuda = any(r.config.train.device in ("auto", "cuda") for r in pending)
@@ -243,11 +240,9 @@ def _run_parallel(pending: list[PlannedRun], root: Path, jobs: int, devices: lis
                                                                threads, slots[slot]))
                 process.start()
                 active[process] = (planned, slot)
-                if display:
-                    display.run_started(planned.run_id, planned.config, root / planned.run_id)
+                display.run_started(planned.run_id, planned.config, root / planned.run_id)
             multiprocessing.connection.wait([p.sentinel for p in active], timeout=0.5)
-            if display:
-                display.poll()
+            display.poll()
             for process in [p for p in active if not p.is_alive()]:
                 planned, slot = active.pop(process)
                 free_slots.append(slot)
@@ -258,10 +253,9 @@ def _run_parallel(pending: list[PlannedRun], root: Path, jobs: int, devices: lis
                 elif process.exitcode == UserError.exit_code:
                     errors[planned.run_id] = "could not start (see the message above)"
                     status = "error"
-                if status == "interrupted" or process.exitcode == 130:
+                if status == "interrupted" or process.exitcode == EXIT_INTERRUPTED:
                     interrupted = True
-                if display:
-                    display.run_finished(planned.run_id, status)
+                display.run_finished(planned.run_id, status)
             if interrupted:
                 queue.clear()
     except KeyboardInterrupt:

@@ -15,7 +15,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lrnbn.errors import UserError
-from lrnbn.lrn import LRNParameterError, canonical
+from lrnbn.keys import differing_keys as _differing_flat, flatten, lookup
+from lrnbn.lrn import CONVENTIONS, IMPLS, REGIONS, LRNParameterError, canonical
+from lrnbn.models import ARCHITECTURES
+from lrnbn.norms import NORMS
+
+
+def _choices_help(registry: dict) -> str:
+    """'name: first line of its docstring; ...': the help text of a key whose values name the entries of a registry."""
+    return "; ".join(f"{name}: {(builder.__doc__ or '').strip().splitlines()[0].rstrip('.')}"
+                     for name, builder in registry.items()) + "."
 
 
 class ConfigError(UserError):
@@ -58,9 +67,9 @@ class DataConfig(_Section):
 
 
 class LRNConfig(_Section):
-    convention: Literal["pytorch", "tensorflow", "caffe", "cudnn", "onnx", "alexnet-paper"] = Field(
+    convention: Literal[CONVENTIONS] = Field(
         "pytorch",
-        description="Whose parameters size/alpha/beta/k are (see LRN-CONVENTIONS.md): pytorch and onnx and cudnn divide "
+        description="Whose parameters size/alpha/beta/k are (see docs/lrn-conventions.md): pytorch and onnx and cudnn divide "
         "alpha by size; tensorflow and alexnet-paper do not; caffe divides by size (across) or size^2 (within).",
     )
     size: int = Field(
@@ -74,12 +83,12 @@ class LRNConfig(_Section):
     alpha: float = Field(1e-4, ge=0, description="Scale alpha, in the convention's own meaning.")
     beta: float = Field(0.75, ge=0, description="Exponent beta.")
     k: float = Field(1.0, gt=0, description="Additive constant k (tensorflow's and onnx's bias, cudnn's K).")
-    region: Literal["across", "within"] = Field(
+    region: Literal[REGIONS] = Field(
         "across",
         description="across: neighbouring channels; within: Caffe's WITHIN_CHANNEL (convention caffe only), an n x n "
         "spatial window of the same channel with k = 1.",
     )
-    impl: Literal["torch", "fast"] = Field(
+    impl: Literal[IMPLS] = Field(
         "torch",
         description="torch: PyTorch's stock LRN (cost grows with size; what the note timed); fast: lrnbn's banded "
         "sum with a hand-written backward (cost independent of size). Same numbers.",
@@ -98,14 +107,10 @@ class LRNConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Literal["alexnet", "cifar-full"] = Field(
-        "alexnet",
-        description="alexnet: 5 conv + 3 fully connected layers with dropout; cifar-full: Caffe's cifar10_full "
-        "(cuda-convnet '18% error') net.",
-    )
+    arch: Literal[tuple(ARCHITECTURES)] = Field("alexnet", description=_choices_help(ARCHITECTURES))
     width: float = Field(1.0, gt=0, le=8, description="Multiplier on every layer's channel count.")
-    norm: Literal["bn", "lrn", "none"] = Field(
-        "bn", description="Normalisation at the positions where the architecture puts LRN."
+    norm: Literal[tuple(NORMS)] = Field(
+        "bn", description="Normalisation at the positions where the architecture puts LRN. " + _choices_help(NORMS)
     )
     norm_after_every_conv: bool = Field(
         False, description="Put the normalisation after every conv layer, not only at the LRN positions."
@@ -312,6 +317,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     return validate(raw, source=str(path) if path is not None else "config")
 
 
+def differing_keys(saved: Config, wanted: Config) -> list[str]:
+    """Keys on which two configs describe different experiments (see lrnbn.keys.MACHINE_KEYS)."""
+    return _differing_flat(flatten(saved.model_dump(mode="json")), flatten(wanted.model_dump(mode="json")))
+
+
 def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
@@ -351,9 +361,7 @@ def reference_markdown() -> str:
         *sections, name = key.split(".")
         section = _section_at(tuple(sections))
         field = section.model_fields[name]
-        default = defaults
-        for part in key.split("."):
-            default = default[part]
+        default = lookup(defaults, key)
         shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
         lines.append(f"| `{key}` | {_describe_type(field)} | `{shown}` | {_describe_range(field)} | {field.description} |")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from lrnbn.rundir import METRICS_FILE, RunDir
+from lrnbn.views import NullView, RunView
 
 
 def _progress(console: Console) -> Progress:
@@ -36,7 +37,7 @@ def print_table(console: Console, rows: list[dict], title: str) -> None:
 
 
 class RichView:
-    """Shows one run. Alone, it owns its progress display and ends with a table of epochs; inside a study
+    """A RunView (views.py) that shows one run. Alone, it owns its progress display and ends with a table of epochs; inside a study
     (`progress` given) it adds its bar to the study's display and removes it when the run ends."""
 
     def __init__(self, console: Console | None = None, progress: Progress | None = None, label: str = ""):
@@ -88,7 +89,7 @@ class RichView:
 
 
 class StudyDisplay:
-    """The overall bar of a study, and a bar per running run: fed directly by in-process runs, or by reading
+    """A StudyView (views.py): the overall bar of a study, and a bar per running run: fed directly by in-process runs, or by reading
     the runs' metrics.jsonl when they train in other processes."""
 
     def __init__(self, console: Console | None = None):
@@ -102,12 +103,12 @@ class StudyDisplay:
         self.overall = self.progress.add_task(f"study {study.name}", total=len(study.runs), completed=already_done,
                                               stats="")
 
-    def run_started(self, run_id: str, config, path: Path | None = None):
+    def run_started(self, run_id: str, config, path: Path | None = None) -> RunView:
         if path is None:
             return RichView(self.console, self.progress, run_id)
         task = self.progress.add_task(f"{run_id} epochs", total=config.train.epochs, stats="")
         self.polled[run_id] = (task, path)
-        return None
+        return NullView()  # the run reports from its own process; this display reads its metrics.jsonl
 
     def poll(self) -> None:
         for task, path in self.polled.values():

@@ -1,6 +1,6 @@
 """Local Response Normalization in every framework's terms, run as one canonical layer.
 
-Canonical form (LRN-CONVENTIONS.md): b_c = a_c / (k + alpha_eff * S_c)^beta, S_c = sum of a_j^2 for j in
+Canonical form (docs/lrn-conventions.md): b_c = a_c / (k + alpha_eff * S_c)^beta, S_c = sum of a_j^2 for j in
 [c - before, c + after], channels outside 0..C-1 counting as zero. `canonical()` maps each framework's own
 parameters onto it (and rejects what that framework rejects); the two implementations then compute it:
 

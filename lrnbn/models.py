@@ -1,37 +1,20 @@
 """The networks: an AlexNet-style CNN for 32x32 inputs and Caffe's cifar10_full, with one norm factory.
 
-`model.norm` puts BN, LRN or nothing at the positions where the architecture had LRN; `norm_after_every_conv`
+`model.norm` puts one of lrnbn.norms.NORMS at the positions where the architecture had LRN; `norm_after_every_conv`
 adds it after the remaining conv layers too. Norm layers sit after the ReLU (AlexNet's order), so that the three
 variants differ in that one layer and nothing else.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
 from torch import nn
 
-from lrnbn.config import ModelConfig
-from lrnbn.lrn import LRN
+from lrnbn.norms import make_norm, norm_parameter_count
 
-
-class NormSlot(nn.Module):
-    """A normalization position, holding BN, LRN or nothing: the probes find every position, whatever the norm."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        return self.inner(x)
-
-
-def make_norm(cfg: ModelConfig, channels: int) -> nn.Module:
-    if cfg.norm == "bn":
-        return NormSlot(nn.BatchNorm2d(channels))
-    if cfg.norm == "lrn":
-        lrn = cfg.lrn
-        return NormSlot(LRN(lrn.size, lrn.alpha, lrn.beta, lrn.k, convention=lrn.convention, region=lrn.region,
-                            impl=lrn.impl))
-    return NormSlot(nn.Identity())
+if TYPE_CHECKING:
+    from lrnbn.config import ModelConfig
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -39,7 +22,9 @@ def _scaled(channels: int, width: float) -> int:
 
 
 def alexnet(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """AlexNet's layout shrunk for 32x32: conv 64-192-384-256-256 (5x5, 5x5, then 3x3), overlapping 3x3/2 max
+    """5 conv + 3 fully connected layers with dropout (AlexNet's layout for 32x32 inputs).
+
+    AlexNet's layout shrunk for 32x32: conv 64-192-384-256-256 (5x5, 5x5, then 3x3), overlapping 3x3/2 max
     pools after conv1, conv2 and conv5, then three fully connected layers (1024-1024-classes) with dropout.
     Norm after the ReLU of conv1 and conv2, before their pools, as in the original."""
     c1, c2, c3, c4, c5 = (_scaled(c, cfg.width) for c in (64, 192, 384, 256, 256))
@@ -74,7 +59,9 @@ def alexnet(cfg: ModelConfig, num_classes: int) -> nn.Module:
 
 
 def cifar_full(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """Caffe's examples/cifar10 `cifar10_full` (after cuda-convnet's '18% error' net): conv 32-32-64 5x5,
+    """Caffe's cifar10_full (cuda-convnet's '18% error' net).
+
+    Caffe's examples/cifar10 `cifar10_full` (after cuda-convnet's '18% error' net): conv 32-32-64 5x5,
     pool 3x3/2 (max, then average; Caffe rounds pool output sizes up), norm after the first two pooling
     stages, one linear layer. Caffe's order is conv-pool-relu-norm for the first stage, conv-relu-pool-norm after."""
     c1, c2, c3 = (_scaled(c, cfg.width) for c in (32, 32, 64))
@@ -93,7 +80,7 @@ def cifar_full(cfg: ModelConfig, num_classes: int) -> nn.Module:
     )
 
 
-ARCHITECTURES = {"alexnet": alexnet, "cifar-full": cifar_full}
+ARCHITECTURES: dict[str, Callable[[ModelConfig, int], nn.Module]] = {"alexnet": alexnet, "cifar-full": cifar_full}
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
@@ -102,5 +89,4 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    norm = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
-    return {"trainable": trainable, "norm_trainable": norm}
+    return {"trainable": trainable, "norm_trainable": norm_parameter_count(model)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrnbn.models import NormSlot
+from lrnbn.norms import NormSlot
 
 EPS = 1e-8
 

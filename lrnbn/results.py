@@ -10,21 +10,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from lrnbn.keys import effective_norm, flatten, variant_settings
 from lrnbn.rundir import LoadedRun
-
-# Keys that say nothing about the experiment: they never split a variant.
-IGNORED_KEYS = {"experiment.seed", "experiment.name", "train.threads", "train.eval_batch_size", "data.root",
-                "data.download", "log.tensorboard"}
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -40,13 +27,18 @@ def show(value) -> str:
 @dataclass
 class Variant:
     study: str
-    settings: dict  # flattened config, ignored keys removed
+    settings: dict  # flattened config, as lrnbn.keys.variant_settings keeps it
     runs: list[LoadedRun] = field(default_factory=list)
     label: str = ""
 
     def get(self, key: str):
         # None for a key the run's config lacks (a run written before the key existed).
         return self.settings.get(key)
+
+    @property
+    def norm(self) -> str | None:
+        """The normalization the variant really has (an identity LRN counts as none)."""
+        return effective_norm(self.settings)
 
     @property
     def finished(self) -> list[LoadedRun]:
@@ -82,10 +74,7 @@ def group(runs: list[LoadedRun]) -> dict[str, list[Variant]]:
     """study name -> its variants, each labelled by the keys in which the study's variants differ."""
     studies: dict[str, dict[tuple, Variant]] = {}
     for run in runs:
-        # LRN's settings mean nothing to a run without LRN: they neither split nor label its variant.
-        lrn_unused = run.config["model"]["norm"] != "lrn"
-        settings = {k: v for k, v in flatten(run.config).items()
-                    if k not in IGNORED_KEYS and not (lrn_unused and k.startswith("model.lrn."))}
+        settings = variant_settings(flatten(run.config))
         key = tuple(sorted((k, repr(v)) for k, v in settings.items()))
         study = run.path.parent.name
         studies.setdefault(study, {}).setdefault(key, Variant(study, settings)).runs.append(run)

@@ -28,7 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lrnbn.errors import UserError
+from lrnbn.errors import EXIT_BUSY, UserError
+from lrnbn.keys import lookup
 
 CONFIG_FILE = "config.yaml"
 ENV_FILE = "env.json"
@@ -43,10 +44,13 @@ LOCK_FILE = ".lock"
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 
 
+FINAL_STATUSES = ("completed", "diverged")  # ended: training it again would give the same result
+
+
 class RunBusy(UserError):
     """Another process holds the run's lock."""
 
-    exit_code = 75  # EX_TEMPFAIL: try again later
+    exit_code = EXIT_BUSY
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -72,12 +76,19 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=False) + "\n"
 
 
+def _jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
 class RunDir:
+    """A run directory. Every change to it goes through three primitives (_replace, _append, _remove), so that a
+    FollowerRunDir, which overrides them, writes nothing, whatever write method is added here later."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
 
     @classmethod
-    def create(cls, runs_dir: Path, experiment: str) -> "RunDir":
+    def create(cls, runs_dir: Path, experiment: str) -> RunDir:
         """A new, empty, uniquely named run directory."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         parent = Path(runs_dir) / experiment
@@ -96,58 +107,64 @@ class RunDir:
     def tensorboard_dir(self) -> Path:
         return self.path / TENSORBOARD_DIR
 
+    # The write primitives -------------------------------------------------------------------------------------
+
+    def _replace(self, name: str, write) -> None:
+        """Replace a whole file atomically; `write(file)` writes its bytes."""
+        _atomic_write(self.path / name, write)
+
+    def _append(self, name: str, text: str, durable: bool) -> None:
+        """Append whole lines in one write call, flushed (and synced when durable): a crash leaves at most a
+        truncated last line."""
+        with open(self.path / name, "a") as f:
+            f.write(text)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+
+    def _remove(self, names: tuple[str, ...], folders: tuple[str, ...] = ()) -> None:
+        for name in names:
+            (self.path / name).unlink(missing_ok=True)
+        for folder in folders:
+            shutil.rmtree(self.path / folder, ignore_errors=True)
+
     # Writing -------------------------------------------------------------------------------------------------
 
     def write_config(self, config_yaml: str) -> None:
-        atomic_write_text(self.path / CONFIG_FILE, config_yaml)
+        self._replace(CONFIG_FILE, lambda f: f.write(config_yaml.encode()))
 
     def write_env(self, env: dict) -> None:
-        atomic_write_text(self.path / ENV_FILE, _json(env))
+        self._replace(ENV_FILE, lambda f: f.write(_json(env).encode()))
 
     def write_summary(self, summary: dict) -> None:
         assert summary.get("status") in STATUSES, summary.get("status")
-        atomic_write_text(self.path / SUMMARY_FILE, _json(summary))
+        self._replace(SUMMARY_FILE, lambda f: f.write(_json(summary).encode()))
 
     def append_metrics(self, record: dict) -> None:
-        # One write call per line, flushed and synced: a crash leaves at most a truncated last line.
-        with open(self.path / METRICS_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self._append(METRICS_FILE, _jsonl([record]), durable=True)
 
     def append_probe(self, record: dict) -> None:
-        with open(self.path / PROBES_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-
-    def read_probes(self) -> list[dict]:
-        path = self.path / PROBES_FILE
-        if not path.exists():
-            return []
-        lines = path.read_text().split("\n")
-        # As for metrics: only a last line without its newline can be cut short; it is dropped.
-        return [json.loads(line) for line in lines[:-1] if line.strip()]
+        self._append(PROBES_FILE, _jsonl([record]), durable=False)
 
     def rewrite_probes(self, until_step: int) -> None:
         """Keep the probe records up to a checkpoint's step: the resumed run writes the later ones again."""
         if (self.path / PROBES_FILE).exists():
             kept = [r for r in self.read_probes() if r["step"] <= until_step]
-            atomic_write_text(self.path / PROBES_FILE, "".join(json.dumps(r) + "\n" for r in kept))
+            self._replace(PROBES_FILE, lambda f: f.write(_jsonl(kept).encode()))
 
     def rewrite_metrics(self, records: list[dict]) -> None:
         """Replace metrics.jsonl by exactly these records (on resume: the checkpoint's, so none is lost or doubled)."""
-        atomic_write_text(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+        self._replace(METRICS_FILE, lambda f: f.write(_jsonl(records).encode()))
 
     def save_checkpoint(self, state: dict) -> None:
         import torch
 
-        _atomic_write(self.path / CHECKPOINT_FILE, lambda f: torch.save(state, f))
+        self._replace(CHECKPOINT_FILE, lambda f: torch.save(state, f))
 
-    def load_checkpoint(self, map_location) -> dict | None:
-        import torch
-
-        path = self.path / CHECKPOINT_FILE
-        return torch.load(path, map_location=map_location, weights_only=True) if path.exists() else None
+    def clear(self) -> None:
+        """Remove a previous attempt's files (the lock stays: its holder is clearing)."""
+        self._remove((CONFIG_FILE, ENV_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PROBES_FILE, FILTERS_FILE),
+                     (TENSORBOARD_DIR,))
 
     @contextmanager
     def lock(self):
@@ -165,6 +182,20 @@ class RunDir:
             yield
 
     # Reading -------------------------------------------------------------------------------------------------
+
+    def load_checkpoint(self, map_location) -> dict | None:
+        import torch
+
+        path = self.path / CHECKPOINT_FILE
+        return torch.load(path, map_location=map_location, weights_only=True) if path.exists() else None
+
+    def read_probes(self) -> list[dict]:
+        path = self.path / PROBES_FILE
+        if not path.exists():
+            return []
+        lines = path.read_text().split("\n")
+        # As for metrics: only a last line without its newline can be cut short; it is dropped.
+        return [json.loads(line) for line in lines[:-1] if line.strip()]
 
     def read_config_text(self) -> str:
         return (self.path / CONFIG_FILE).read_text()
@@ -194,15 +225,6 @@ class RunDir:
                 truncated = True
         return records, truncated
 
-    def has_checkpoint(self) -> bool:
-        return (self.path / CHECKPOINT_FILE).is_file()
-
-    def clear(self) -> None:
-        """Remove a previous attempt's files (the lock stays: its holder is clearing)."""
-        for name in (CONFIG_FILE, ENV_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PROBES_FILE, FILTERS_FILE):
-            (self.path / name).unlink(missing_ok=True)
-        shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
-
     def is_run(self) -> bool:
         return (self.path / CONFIG_FILE).is_file() and (self.path / SUMMARY_FILE).is_file()
 
@@ -211,11 +233,14 @@ class FollowerRunDir(RunDir):
     """A run directory as ranks other than 0 of a torchrun run see it: they read it (to resume) and write nothing,
     so that one process owns every file."""
 
-    def _ignore(self, *args, **kwargs) -> None:
+    def _replace(self, name: str, write) -> None:
         pass
 
-    write_config = write_env = write_summary = append_metrics = append_probe = _ignore
-    rewrite_metrics = rewrite_probes = save_checkpoint = clear = _ignore
+    def _append(self, name: str, text: str, durable: bool) -> None:
+        pass
+
+    def _remove(self, names: tuple[str, ...], folders: tuple[str, ...] = ()) -> None:
+        pass
 
     @contextmanager
     def lock(self):
@@ -241,10 +266,7 @@ class LoadedRun:
         return self.summary.get("status", "unknown")
 
     def get(self, dotted: str):
-        value = self.config
-        for part in dotted.split("."):
-            value = value[part]
-        return value
+        return lookup(self.config, dotted)
 
 
 def load_run(path: Path) -> LoadedRun:

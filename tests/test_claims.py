@@ -67,7 +67,8 @@ def test_c4_reproduced_when_lrn_costs_more_and_grows_with_n(tmp_path):
 def test_c4_conditional_when_only_the_stock_implementation_grows(tmp_path):
     timing_study(tmp_path, 10.0, {1: 12.0, 5: 14.0, 10: 18.0}, {1: 12.0, 5: 12.1, 10: 12.0})
     verdict = claims.claim_c4(studies(tmp_path))
-    assert verdict.verdict == claims.CONDITIONAL and "torch: grows, fast: flat" in verdict.reason
+    assert verdict.verdict == claims.CONDITIONAL
+    assert "torch: grows" in verdict.reason and "fast: flat" in verdict.reason
 
 
 def test_c4_not_reproduced_when_lrn_is_as_cheap_as_bn(tmp_path):

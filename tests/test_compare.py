@@ -115,7 +115,7 @@ def test_runs_of_a_changed_study_are_stale_not_reused(cli, tmp_path, study_file)
     dry = cli("compare", changed, "--runs-dir", tmp_path / "runs", "--dry-run")
     assert "0 already ended, 1 to run" in dry.stderr and "stale: its config differs" in dry.stderr
     result = cli("compare", changed, "--runs-dir", tmp_path / "runs")
-    assert result.exit_code == 1 and "saved config differs from the study's at train.lr" in result.stderr
+    assert result.exit_code == 1 and "was made with train.lr = 0.02, not 0.5" in result.stderr
 
 
 def test_shards_cover_the_plan_exactly_once_for_any_count(study_file):

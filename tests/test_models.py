@@ -4,7 +4,8 @@ from torch import nn
 
 from lrnbn.config import ModelConfig
 from lrnbn.lrn import LRN
-from lrnbn.models import NormSlot, build_model, count_parameters
+from lrnbn.models import build_model, count_parameters
+from lrnbn.norms import NormSlot
 
 ARCHS, NORMS = ["alexnet", "cifar-full"], ["bn", "lrn", "none"]
 NORM_TYPES = {"bn": nn.BatchNorm2d, "lrn": LRN}

@@ -12,7 +12,8 @@ import pytest
 from lrnbn.config import validate
 from lrnbn.errors import UserError
 from lrnbn.rundir import METRICS_FILE, RunDir
-from lrnbn.train import NullView, resume_training, run_training
+from lrnbn.train import resume_training, run_training
+from lrnbn.views import NullView
 from tests.conftest import TINY, merged
 from tests.test_train import TIMES
 
@@ -103,7 +104,9 @@ def test_resume_refuses_changes_to_the_experiment_but_allows_moving_the_data(tmp
     run_dir = run_training(validate(merged(TINY, {"train": {"epochs": 1}})), tmp_path).run_dir
     refused = cli("train", "--resume", run_dir.path, "--set", "train.lr=0.5")
     assert refused.exit_code == 2
-    assert refused.stderr.strip().startswith("error: --set train.lr: a resumed run keeps its config")
+    assert refused.stderr.strip().startswith(f"error: {run_dir.path}: the run was made with train.lr = 0.02, not 0.5; "
+                                             "a run keeps its config")
+    assert len(refused.stderr.strip().splitlines()) == 1
     allowed = cli("train", "--resume", run_dir.path, "--set", "train.eval_batch_size=7")
     assert allowed.exit_code == 0, allowed.output  # completed already: nothing to do, nothing changed
     assert run_dir.read_summary()["epochs_done"] == 1

@@ -9,7 +9,8 @@ import yaml
 
 from lrnbn.config import Config, TrainConfig, validate
 from lrnbn.rundir import RunDir
-from lrnbn.train import lr_factor, run_training
+from lrnbn.train import run_training
+from lrnbn.trainer import lr_factor
 from tests.conftest import TINY, merged
 
 # cifar-full learns the synthetic shapes in seconds: 75-82% test accuracy after 4 epochs (seeds 0, 1).

@@ -1,0 +1,101 @@
+"""The machine a run trains on: which device, and the facts about it that env.json records."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torchvision
+
+import lrnbn
+from lrnbn import distributed
+from lrnbn.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise UserError("train.device: cuda requested but torch sees no CUDA device; use train.device: cpu or auto")
+    if name == "mps" and not mps:
+        raise UserError("train.device: mps requested but this torch build or machine has no MPS; use cpu or auto")
+    return torch.device(name)
+
+
+def training_device(config) -> torch.device:
+    """The device this process trains on, after the checks a torchrun launch adds (before the process group)."""
+    device = resolve_device(config.train.device)
+    world = distributed.current()
+    if not world.launched:
+        return device
+    if device.type == "cuda":
+        if world.local_rank >= torch.cuda.device_count():
+            raise UserError(f"torchrun started local rank {world.local_rank} but torch sees "
+                            f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node")
+        device = torch.device("cuda", world.local_rank)
+    elif config.model.sync_bn and config.model.norm == "bn":
+        raise UserError(f"model.sync_bn: SyncBatchNorm runs on CUDA only, but the device is {device.type}; "
+                        f"set model.sync_bn: false (each process then normalises over its slice of the batch)")
+    if config.train.batch_size % world.size:
+        raise UserError(f"train.batch_size: {config.train.batch_size} does not split evenly over {world.size} "
+                        f"processes; use a multiple of {world.size}")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it measures that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+    return platform.processor() or device.type
+
+
+def git_state() -> dict | None:
+    here = Path(lrnbn.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=5)
+        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def environment(device: torch.device, world, dataset, mean: list[float], std: list[float], parameters: dict) -> dict:
+    """env.json: versions, device, threads, host, git state, the command, the dataset's identity, parameter counts."""
+    return {
+        "lrnbn": lrnbn.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "device": {"type": device.type, "name": device_name(device)},
+        "distributed": world.describe(),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "git": git_state(),
+        "command": sys.argv,
+        "dataset": {**dataset.describe(), "input_mean": mean, "input_std": std},
+        "model": parameters,
+    }

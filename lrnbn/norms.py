@@ -1,0 +1,59 @@
+"""The normalizations a model can put at its norm positions, by name (`model.norm`), and how to count them.
+
+Each entry of NORMS builds the layer for one position from the model config and the channel count; its docstring's
+first line is the help text of `model.norm`. Every layer sits in a NormSlot, so the probes and the parameter count
+find each position whatever fills it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from torch import nn
+
+from lrnbn.lrn import LRN
+
+if TYPE_CHECKING:
+    from lrnbn.config import ModelConfig
+
+
+class NormSlot(nn.Module):
+    """A normalization position, holding BN, LRN or nothing."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def batch_norm(cfg: ModelConfig, channels: int) -> nn.Module:
+    """Batch Normalization (batch statistics per channel, a learned scale and shift gamma, beta)."""
+    return nn.BatchNorm2d(channels)
+
+
+def local_response_norm(cfg: ModelConfig, channels: int) -> nn.Module:
+    """Local Response Normalization with the hand-set model.lrn.* parameters (nothing learned)."""
+    lrn = cfg.lrn
+    return LRN(lrn.size, lrn.alpha, lrn.beta, lrn.k, convention=lrn.convention, region=lrn.region, impl=lrn.impl)
+
+
+def no_norm(cfg: ModelConfig, channels: int) -> nn.Module:
+    """no normalization (an empty slot)."""
+    return nn.Identity()
+
+
+NORMS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {"bn": batch_norm, "lrn": local_response_norm,
+                                                              "none": no_norm}
+
+
+def make_norm(cfg: ModelConfig, channels: int) -> NormSlot:
+    return NormSlot(NORMS[cfg.norm](cfg, channels))
+
+
+def norm_parameter_count(model: nn.Module) -> int:
+    """Trainable parameters of the normalization layers (C1's evidence), whatever the layer's class: a BN turned
+    into SyncBatchNorm under torchrun counts the same."""
+    return sum(p.numel() for slot in model.modules() if isinstance(slot, NormSlot)
+               for p in slot.parameters() if p.requires_grad)
