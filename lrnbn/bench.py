@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -41,9 +41,17 @@ def _forward_backward(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     return work
 
 
-def bench_lrn(shape=(128, 64, 32, 32), device: str = "cpu", dtype: str = "float32", threads: int | None = None,
-              repeats: int = 10, warmup: int = 2, sizes=(1, 3, 5, 7, 9, 11, 15), channels_last: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> list[dict]:
+def bench_lrn(
+    shape=(128, 64, 32, 32),
+    device: str = "cpu",
+    dtype: str = "float32",
+    threads: int | None = None,
+    repeats: int = 10,
+    warmup: int = 2,
+    sizes=(1, 3, 5, 7, 9, 11, 15),
+    channels_last: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if threads:
@@ -61,7 +69,10 @@ def bench_lrn(shape=(128, 64, 32, 32), device: str = "cpu", dtype: str = "float3
     variants: list[tuple[str, int | None, Callable[[], None]]] = [("bn", None, _forward_backward(bn, x, grad))]
     for impl in IMPLS:
         for n in sizes:
-            layer = lambda t, n=n, impl=impl: local_response_norm(t, n, impl=impl)
+
+            def layer(t, n=n, impl=impl):
+                return local_response_norm(t, n, impl=impl)
+
             variants.append((impl, n, _forward_backward(layer, x, grad)))
     variants.append(("elementwise-pass", None, lambda: plain * grad))
     variants.append(("pow-pass", None, lambda: plain.abs().add_(1).pow_(-0.75)))
@@ -81,10 +92,16 @@ def bench_lrn(shape=(128, 64, 32, 32), device: str = "cpu", dtype: str = "float3
     results = []
     for i, (impl, size, _) in enumerate(variants):
         ms = sorted(samples[i])
-        results.append({
-            "impl": impl, "size": size, "median_ms": statistics.median(ms), "min_ms": ms[0], "max_ms": ms[-1],
-            "ratio_to_bn": statistics.median(ms) / bn_median,
-        })
+        results.append(
+            {
+                "impl": impl,
+                "size": size,
+                "median_ms": statistics.median(ms),
+                "min_ms": ms[0],
+                "max_ms": ms[-1],
+                "ratio_to_bn": statistics.median(ms) / bn_median,
+            }
+        )
     return results
 
 

@@ -7,7 +7,6 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -28,7 +27,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
 
 
-
 def _show_version(value: bool) -> None:
     if value:
         typer.echo(f"lrnbn {lrnbn.__version__}")
@@ -36,13 +34,18 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def main(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                      help="Print lrnbn's version and exit.")) -> None:
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print lrnbn's version and exit."
+    ),
+) -> None:
     """Batch Normalization versus Local Response Normalization on CIFAR-10: train, compare, report."""
 
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file; omitted keys take their defaults.")
-SetOption = typer.Option(None, "--set", "-s", help="Override one key: --set model.lrn.size=10 (repeatable; YAML values).")
+SetOption = typer.Option(
+    None, "--set", "-s", help="Override one key: --set model.lrn.size=10 (repeatable; YAML values)."
+)
 
 
 def user_errors(command):
@@ -63,11 +66,11 @@ def user_errors(command):
 @app.command()
 @user_errors
 def train(
-    config: Optional[Path] = ConfigOption,
-    set_: Optional[List[str]] = SetOption,
+    config: Path | None = ConfigOption,
+    set_: list[str] | None = SetOption,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories are created."),
-    name: Optional[str] = typer.Option(None, "--name", help="Experiment name (same as --set experiment.name=NAME)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
+    name: str | None = typer.Option(None, "--name", help="Experiment name (same as --set experiment.name=NAME)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint."),
 ) -> None:
     """Train one model and write its run directory (or continue one with --resume).
 
@@ -96,15 +99,26 @@ def train(
 @app.command()
 @user_errors
 def compare(
-    study: Path = typer.Argument(..., help="Study file (YAML): base, grid and/or variants, seeds, repeats, interleave."),
+    study: Path = typer.Argument(
+        ..., help="Study file (YAML): base, grid and/or variants, seeds, repeats, interleave."
+    ),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Runs go to RUNS_DIR/<study name>/<run id>/."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Runs at once, in separate processes (CPU threads "
-                                       "split; one per GPU). Default: 1, or one per --devices entry."),
-    devices: Optional[str] = typer.Option(None, "--devices", help="Place runs on these GPUs in turn: cuda:0,cuda:1."),
-    shard_spec: Optional[str] = typer.Option(None, "--shard", help="I/N: run only the I-th of N slices of the plan "
-                                             "(N batch jobs, one shared --runs-dir, cover it exactly once)."),
+    jobs: int | None = typer.Option(
+        None,
+        "--jobs",
+        min=1,
+        help="Runs at once, in separate processes (CPU threads "
+        "split; one per GPU). Default: 1, or one per --devices entry.",
+    ),
+    devices: str | None = typer.Option(None, "--devices", help="Place runs on these GPUs in turn: cuda:0,cuda:1."),
+    shard_spec: str | None = typer.Option(
+        None,
+        "--shard",
+        help="I/N: run only the I-th of N slices of the plan "
+        "(N batch jobs, one shared --runs-dir, cover it exactly once).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what is already done; run nothing."),
-    set_: Optional[List[str]] = SetOption,
+    set_: list[str] | None = SetOption,
     target: float = typer.Option(0.5, help="Test accuracy for the 'epochs to target' column."),
 ) -> None:
     """Run a study: every grid point / variant x seed x repeat, skipping finished runs; end with a comparison."""
@@ -116,8 +130,10 @@ def compare(
     from lrnbn.rundir import FINAL_STATUSES, find_runs
 
     if distributed.current().launched:
-        raise UserError("lrnbn compare runs each run in one process; spread a study with --jobs, --devices or "
-                        "--shard, and use torchrun for `lrnbn train`")
+        raise UserError(
+            "lrnbn compare runs each run in one process; spread a study with --jobs, --devices or "
+            "--shard, and use torchrun for `lrnbn train`"
+        )
     cuda_indices = _cuda_devices(devices) if devices else []
     plan = load_study(study, list(set_ or []))
     slice_note = ""
@@ -130,8 +146,10 @@ def compare(
     states = {run.run_id: run_state(root / run.run_id, run.config) for run in plan.runs}
     done = sum(1 for s in states.values() if s in FINAL_STATUSES)
     console = wide_console(stderr=True)
-    console.print(f"[bold]{plan.name}[/]: {len(plan.runs)} runs{slice_note}, {done} already ended, "
-                  f"{len(plan.runs) - done} to run -> {root}/")
+    console.print(
+        f"[bold]{plan.name}[/]: {len(plan.runs)} runs{slice_note}, {done} already ended, "
+        f"{len(plan.runs) - done} to run -> {root}/"
+    )
     for run_id, state in states.items():
         console.print(f"  {run_id}" + ("" if state == "absent" else f"  ({state})"), markup=False)
     if dry_run:
@@ -160,7 +178,7 @@ def compare(
 @app.command()
 @user_errors
 def report(
-    paths: List[Path] = typer.Argument(..., help="Run directories, study folders or a runs folder."),
+    paths: list[Path] = typer.Argument(..., help="Run directories, study folders or a runs folder."),
     out: Path = typer.Option(Path("report"), "--out", help="Folder for the report and its plots."),
     format_: str = typer.Option("md", "--format", help="md or html (images inline)."),
     target: float = typer.Option(0.5, help="Test accuracy for 'epochs to target' (C2 uses it too)."),
@@ -183,7 +201,7 @@ def data_import(
     source: Path = typer.Argument(..., help="Folder or .tar/.tar.gz with train/<class>/* and test/<class>/* images."),
     root: Path = typer.Option(Path("data"), "--root", help="Folder for the decoded cache (data.root in configs)."),
 ) -> None:
-    """Decode an image folder or archive once into a cache that `dataset: imagefolder` (and `cifar10`) load in seconds."""
+    """Decode an image folder or archive once into a cache that `dataset: imagefolder` (and `cifar10`) loads fast."""
     from rich.progress import Progress
 
     from lrnbn.data import import_image_folder
@@ -196,7 +214,7 @@ def data_import(
 
 @config_app.command("show")
 @user_errors
-def config_show(config: Optional[Path] = ConfigOption, set_: Optional[List[str]] = SetOption) -> None:
+def config_show(config: Path | None = ConfigOption, set_: list[str] | None = SetOption) -> None:
     """Print the resolved config (every default filled in) without running anything."""
     from lrnbn.config import dump_config, load_config
 
@@ -226,14 +244,17 @@ def _cuda_devices(text: str) -> list[int]:
     for part in text.split(","):
         name, _, index = part.strip().partition(":")
         if name != "cuda" or not index.isdigit():
-            raise UserError(f"--devices: expected cuda:N entries such as cuda:0,cuda:1 (CPU runs need only --jobs), "
-                            f"got {part!r}")
+            raise UserError(
+                f"--devices: expected cuda:N entries such as cuda:0,cuda:1 (CPU runs need only --jobs), got {part!r}"
+            )
         indices.append(int(index))
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     wrong = [i for i in indices if i >= visible]
     if wrong:
-        raise UserError(f"--devices: cuda:{wrong[0]} does not exist; torch sees {visible} CUDA device(s)"
-                        + (f" (cuda:0 to cuda:{visible - 1})" if visible else ""))
+        raise UserError(
+            f"--devices: cuda:{wrong[0]} does not exist; torch sees {visible} CUDA device(s)"
+            + (f" (cuda:0 to cuda:{visible - 1})" if visible else "")
+        )
     return indices
 
 
@@ -250,18 +271,19 @@ def bench_lrn(
     shape: str = typer.Option("128,64,32,32", help="N,C,H,W of the input."),
     device: str = typer.Option("cpu", help="cpu, cuda or mps."),
     dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or float64."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's)."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's)."),
     repeats: int = typer.Option(10, min=1, help="Timed rounds; each times every variant once, in turn."),
     warmup: int = typer.Option(2, min=0, help="Untimed rounds first."),
     sizes: str = typer.Option("1,3,5,7,9,11,15", help="LRN window sizes n."),
     channels_last: bool = typer.Option(False, help="Use a channels_last input."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ) -> None:
     """Forward+backward of BatchNorm2d, torch LRN and fast LRN over n: medians and ratios to BN."""
     from rich.progress import Progress
     from rich.table import Table
 
-    from lrnbn.bench import bench_lrn as run_bench, lrn_targets
+    from lrnbn.bench import bench_lrn as run_bench
+    from lrnbn.bench import lrn_targets
     from lrnbn.console import wide_console
     from lrnbn.machine import resolve_device
 
@@ -272,19 +294,35 @@ def bench_lrn(
     with Progress(transient=True) as progress:
         task = progress.add_task("benchmarking", total=None)
         try:
-            results = run_bench(dims, device, dtype, threads, repeats, warmup, _ints(sizes, "--sizes"), channels_last,
-                                lambda done, total: progress.update(task, completed=done, total=total))
+            results = run_bench(
+                dims,
+                device,
+                dtype,
+                threads,
+                repeats,
+                warmup,
+                _ints(sizes, "--sizes"),
+                channels_last,
+                lambda done, total: progress.update(task, completed=done, total=total),
+            )
         except ValueError as err:
             raise UserError(str(err)) from None
     import torch
 
-    table = Table(title=f"LRN vs BN, forward+backward, {dims} {dtype} on {device}, {torch.get_num_threads()} threads, "
-                        f"median of {repeats}")
+    table = Table(
+        title=f"LRN vs BN, forward+backward, {dims} {dtype} on {device}, {torch.get_num_threads()} threads, "
+        f"median of {repeats}"
+    )
     for column in ("impl", "n", "median ms", "min-max ms", "ratio to BN"):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(r["impl"], "" if r["size"] is None else str(r["size"]), f"{r['median_ms']:.1f}",
-                      f"{r['min_ms']:.1f}-{r['max_ms']:.1f}", f"{r['ratio_to_bn']:.2f}")
+        table.add_row(
+            r["impl"],
+            "" if r["size"] is None else str(r["size"]),
+            f"{r['median_ms']:.1f}",
+            f"{r['min_ms']:.1f}-{r['max_ms']:.1f}",
+            f"{r['ratio_to_bn']:.2f}",
+        )
     console = wide_console()
     console.print(table)
     for name, value in lrn_targets(results).items():
@@ -296,8 +334,8 @@ def bench_lrn(
 @bench_app.command("probes")
 @user_errors
 def bench_probes(
-    config: Optional[Path] = ConfigOption,
-    set_: Optional[List[str]] = SetOption,
+    config: Path | None = ConfigOption,
+    set_: list[str] | None = SetOption,
     repeats: int = typer.Option(3, min=1, help="Runs with probes off and on, alternating."),
 ) -> None:
     """The cost of probes: training-phase epoch time with probes off and on, side by side."""
@@ -310,6 +348,8 @@ def bench_probes(
     with Progress(transient=True) as progress:
         task = progress.add_task("training with probes off and on", total=repeats)
         result = run_bench(settings, repeats, lambda done, total: progress.update(task, completed=done))
-    typer.echo(f"probes every {settings.probes.every} steps on {settings.probes.batch_size} images: median epoch "
-               f"{result['off_median_s']:.2f} s off, {result['on_median_s']:.2f} s on "
-               f"({result['epochs_timed']} epochs each): overhead {100 * result['overhead']:+.1f}%")
+    typer.echo(
+        f"probes every {settings.probes.every} steps on {settings.probes.batch_size} images: median epoch "
+        f"{result['off_median_s']:.2f} s off, {result['on_median_s']:.2f} s on "
+        f"({result['epochs_timed']} epochs each): overhead {100 * result['overhead']:+.1f}%"
+    )

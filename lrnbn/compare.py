@@ -18,12 +18,22 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lrnbn.config import (Config, ConfigError, all_keys, apply_overrides, differing_keys, format_validation_error,
-                          load_config, read_yaml_mapping, unknown_key_message, validate)
+from lrnbn.config import (
+    Config,
+    ConfigError,
+    all_keys,
+    apply_overrides,
+    differing_keys,
+    format_validation_error,
+    load_config,
+    read_yaml_mapping,
+    unknown_key_message,
+    validate,
+)
 from lrnbn.errors import EXIT_INTERRUPTED, UserError
 from lrnbn.results import short_names, show
 from lrnbn.rundir import CONFIG_FILE, FINAL_STATUSES, RunBusy, RunDir
@@ -38,9 +48,11 @@ class VariantSpec(BaseModel):
 
 class StudyFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Default: the file's stem.")
-    base: Union[str, dict] = Field(description="A config path relative to the study file, or an inline config.")
-    set: dict[str, Any] = Field(default_factory=dict, description="Dotted key -> value, applied to the base for every run.")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Default: the file's stem.")
+    base: str | dict = Field(description="A config path relative to the study file, or an inline config.")
+    set: dict[str, Any] = Field(
+        default_factory=dict, description="Dotted key -> value, applied to the base for every run."
+    )
     grid: dict[str, list] = Field(default_factory=dict, description="Dotted key -> values; the cartesian product.")
     variants: list[VariantSpec] = Field(default_factory=list, description="Named override sets.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="experiment.seed of each run.")
@@ -103,12 +115,16 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
         for point in points:
             for s_index, seed in enumerate(spec.seeds):
                 for repeat in range(spec.repeats):
-                    parts = ([variant.name] if spec.variants else [])
+                    parts = [variant.name] if spec.variants else []
                     parts += [f"{short[k]}={show(v)}" for k, v in zip(grid_keys, point)]
                     parts += [f"seed={seed}"] + ([f"rep={repeat}"] if spec.repeats > 1 else [])
                     run_id = ",".join(parts).replace("/", "_")
-                    values = {**variant.set, **dict(zip(grid_keys, point)),
-                              "experiment.seed": seed, "experiment.name": name}
+                    values = {
+                        **variant.set,
+                        **dict(zip(grid_keys, point)),
+                        "experiment.seed": seed,
+                        "experiment.name": name,
+                    }
                     raw_config = apply_overrides(base, [f"{k}={_yaml_scalar(v)}" for k, v in values.items()])
                     config = validate(raw_config, source=f"{path}: run {run_id}")
                     order = (s_index, repeat, v_index) if spec.interleave else (v_index, s_index, repeat)
@@ -174,8 +190,9 @@ class StudyOutcome:
     wall_time_s: float
 
 
-def run_study(study: Study, runs_dir: Path, jobs: int = 1, display: StudyView = NullStudyView(),
-              devices: list[int] = ()) -> StudyOutcome:
+def run_study(
+    study: Study, runs_dir: Path, jobs: int = 1, display: StudyView = NullStudyView(), devices: list[int] = ()
+) -> StudyOutcome:
     """Bring every run of the study to an end (see the module doc). `display` shows progress (see console.py);
     `devices`: CUDA device indices to place runs on, in turn (runs then train in child processes)."""
     from lrnbn.train import train_at
@@ -198,8 +215,14 @@ def run_study(study: Study, runs_dir: Path, jobs: int = 1, display: StudyView = 
             except UserError as err:
                 errors[planned.run_id] = str(err)
                 result = None
-            display.run_finished(planned.run_id, result.summary["status"] if result else
-                                 "busy (another process holds it)" if planned.run_id in busy else "error")
+            display.run_finished(
+                planned.run_id,
+                result.summary["status"]
+                if result
+                else "busy (another process holds it)"
+                if planned.run_id in busy
+                else "error",
+            )
             if result is not None and result.summary["status"] == "interrupted":
                 interrupted = True
                 break
@@ -219,8 +242,9 @@ def slot_devices(jobs: int, devices: list[int], visible_gpus: int) -> list[int |
     return [None] * jobs
 
 
-def _run_parallel(pending: list[PlannedRun], root: Path, jobs: int, devices: list[int], errors: dict, busy: list,
-                  display: StudyView) -> bool:
+def _run_parallel(
+    pending: list[PlannedRun], root: Path, jobs: int, devices: list[int], errors: dict, busy: list, display: StudyView
+) -> bool:
     import torch
 
     wants_cuda = any(r.config.train.device in ("auto", "cuda") for r in pending)
@@ -236,8 +260,9 @@ def _run_parallel(pending: list[PlannedRun], root: Path, jobs: int, devices: lis
         while queue or active:
             while queue and free_slots and not interrupted:
                 planned, slot = queue.pop(0), free_slots.pop(0)
-                process = context.Process(target=_child, args=(str(root / planned.run_id), planned.config.model_dump(),
-                                                               threads, slots[slot]))
+                process = context.Process(
+                    target=_child, args=(str(root / planned.run_id), planned.config.model_dump(), threads, slots[slot])
+                )
                 process.start()
                 active[process] = (planned, slot)
                 display.run_started(planned.run_id, planned.config, root / planned.run_id)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lrnbn.errors import UserError
-from lrnbn.keys import differing_keys as _differing_flat, flatten, lookup
+from lrnbn.keys import differing_keys as _differing_flat
+from lrnbn.keys import flatten, lookup
 from lrnbn.lrn import CONVENTIONS, IMPLS, REGIONS, LRNParameterError, canonical
 from lrnbn.models import ARCHITECTURES
 from lrnbn.norms import NORMS
@@ -23,8 +24,13 @@ from lrnbn.norms import NORMS
 
 def _choices_help(registry: dict) -> str:
     """'name: first line of its docstring; ...': the help text of a key whose values name the entries of a registry."""
-    return "; ".join(f"{name}: {(builder.__doc__ or '').strip().splitlines()[0].rstrip('.')}"
-                     for name, builder in registry.items()) + "."
+    return (
+        "; ".join(
+            f"{name}: {(builder.__doc__ or '').strip().splitlines()[0].rstrip('.')}"
+            for name, builder in registry.items()
+        )
+        + "."
+    )
 
 
 class ConfigError(UserError):
@@ -56,10 +62,10 @@ class DataConfig(_Section):
         True, description="Normalise inputs with the train split's per-channel mean/std (else scale to [0, 1])."
     )
     augment: bool = Field(True, description="Random crop (pad 4) and horizontal flip of training batches.")
-    train_limit: Optional[int] = Field(
+    train_limit: int | None = Field(
         None, ge=1, description="Use the first N training images of a fixed shuffled order; null = all."
     )
-    test_limit: Optional[int] = Field(
+    test_limit: int | None = Field(
         None, ge=1, description="Use the first N test images of a fixed shuffled order; null = all."
     )
     synthetic_train_size: int = Field(2048, ge=10, le=1_000_000, description="Synthetic dataset: training images.")
@@ -69,15 +75,16 @@ class DataConfig(_Section):
 class LRNConfig(_Section):
     convention: Literal[CONVENTIONS] = Field(
         "pytorch",
-        description="Whose parameters size/alpha/beta/k are (see docs/lrn-conventions.md): pytorch and onnx and cudnn divide "
-        "alpha by size; tensorflow and alexnet-paper do not; caffe divides by size (across) or size^2 (within).",
+        description="Whose parameters size/alpha/beta/k are (see docs/lrn-conventions.md): pytorch and onnx and cudnn "
+        "divide alpha by size; tensorflow and alexnet-paper do not; caffe divides by size (across) or size^2 (within).",
     )
     size: int = Field(
-        5, ge=1,
+        5,
+        ge=1,
         description="Window n: channels summed (across) or n x n pixels (within). tensorflow: the window 2r+1 "
         "(odd), or give depth_radius instead. caffe, tensorflow, alexnet-paper: odd only; cudnn: 1..16.",
     )
-    depth_radius: Optional[int] = Field(
+    depth_radius: int | None = Field(
         None, ge=0, description="tensorflow only: its depth_radius r, the same as size 2r+1."
     )
     alpha: float = Field(1e-4, ge=0, description="Scale alpha, in the convention's own meaning.")
@@ -100,8 +107,10 @@ class LRNConfig(_Section):
         if isinstance(data, dict) and data.get("depth_radius") is not None and isinstance(data["depth_radius"], int):
             size = 2 * data["depth_radius"] + 1
             if data.get("size", size) != size:
-                raise ValueError(f"size {data['size']} disagrees with depth_radius {data['depth_radius']} "
-                                 f"(window 2r+1 = {size}); give one of them")
+                raise ValueError(
+                    f"size {data['size']} disagrees with depth_radius {data['depth_radius']} "
+                    f"(window 2r+1 = {size}); give one of them"
+                )
             data = {**data, "size": size}
         return data
 
@@ -115,10 +124,14 @@ class ModelConfig(_Section):
     norm_after_every_conv: bool = Field(
         False, description="Put the normalisation after every conv layer, not only at the LRN positions."
     )
-    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout probability before the fully connected layers (alexnet).")
+    dropout: float = Field(
+        0.5, ge=0, lt=1, description="Dropout probability before the fully connected layers (alexnet)."
+    )
     sync_bn: bool = Field(
-        False, description="Under torchrun: batch-norm statistics over the whole global batch (SyncBatchNorm; CUDA "
-        "only) instead of each process's slice. No effect in one process or without BN.")
+        False,
+        description="Under torchrun: batch-norm statistics over the whole global batch (SyncBatchNorm; CUDA "
+        "only) instead of each process's slice. No effect in one process or without BN.",
+    )
     lrn: LRNConfig = Field(default_factory=LRNConfig)
 
 
@@ -142,22 +155,26 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Training device; auto picks cuda, then mps, then cpu."
     )
-    threads: Optional[int] = Field(None, ge=1, le=1024, description="CPU threads for torch; null = torch's default.")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for torch; null = torch's default.")
     amp: bool = Field(False, description="bf16 autocast for the forward pass (CUDA only).")
 
 
 class ProbesConfig(_Section):
     enabled: bool = Field(
-        False, description="Record activation drift, conv1 filter similarity and update sizes in probes.jsonl "
-        "(lrnbn/probes.py); they do not change training, and their time counts in epoch_time_s.")
+        False,
+        description="Record activation drift, conv1 filter similarity and update sizes in probes.jsonl "
+        "(lrnbn/probes.py); they do not change training, and their time counts in epoch_time_s.",
+    )
     every: int = Field(50, ge=1, description="Steps between probe points.")
     batch_size: int = Field(256, ge=1, description="Images in the fixed probe batch: the first of the training split.")
 
 
 class LogConfig(_Section):
     tensorboard: bool = Field(
-        False, description="Also write per-epoch scalars and the config to RUN_DIR/tensorboard/ (needs the "
-        "tensorboard extra: pip install -e '.[tensorboard]').")
+        False,
+        description="Also write per-epoch scalars and the config to RUN_DIR/tensorboard/ (needs the "
+        "tensorboard extra: pip install -e '.[tensorboard]').",
+    )
 
 
 class Config(_Section):
@@ -238,7 +255,9 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     if section is None or path[-1] not in section.model_fields:
         raise ConfigError(f"--set {unknown_key_message(path)}")
     if _section_at(path) is not None:
-        raise ConfigError(f"--set {key}: is a section; set one of its keys, e.g. {all_keys(_section_at(path), key + '.')[0]}")
+        raise ConfigError(
+            f"--set {key}: is a section; set one of its keys, e.g. {all_keys(_section_at(path), key + '.')[0]}"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
@@ -272,7 +291,9 @@ def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError, OSError) as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ConfigError(
+            f"cannot read {what} {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -283,7 +304,9 @@ def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(Config.model_fields)}), got a {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of sections ({', '.join(Config.model_fields)}), got a {type(raw).__name__}"
+        )
     return raw
 
 
@@ -305,9 +328,13 @@ def _check_combinations(config: Config) -> None:
         except LRNParameterError as err:
             raise ConfigError(f"model.lrn.{err.key}: {err}") from None
         if lrn.depth_radius is not None and lrn.convention != "tensorflow":
-            raise ConfigError(f"model.lrn.depth_radius: only the tensorflow convention has it; use size with {lrn.convention}")
+            raise ConfigError(
+                f"model.lrn.depth_radius: only the tensorflow convention has it; use size with {lrn.convention}"
+            )
     if config.train.amp and config.train.device in ("cpu", "mps"):
-        raise ConfigError(f"train.amp: bf16 autocast is supported on CUDA only, but train.device is {config.train.device}")
+        raise ConfigError(
+            f"train.amp: bf16 autocast is supported on CUDA only, but train.device is {config.train.device}"
+        )
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -363,5 +390,7 @@ def reference_markdown() -> str:
         field = section.model_fields[name]
         default = lookup(defaults, key)
         shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
-        lines.append(f"| `{key}` | {_describe_type(field)} | `{shown}` | {_describe_range(field)} | {field.description} |")
+        lines.append(
+            f"| `{key}` | {_describe_type(field)} | `{shown}` | {_describe_range(field)} | {field.description} |"
+        )
     return "\n".join(lines) + "\n"

@@ -11,9 +11,9 @@ import hashlib
 import io
 import os
 import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -90,7 +90,9 @@ def check_split(split: Split, num_classes: int, where: str) -> None:
     if len(images) == 0:
         raise DataError(f"{where}: no images")
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise DataError(f"{where}: labels must lie in 0..{num_classes - 1}, found {int(labels.min())}..{int(labels.max())}")
+        raise DataError(
+            f"{where}: labels must lie in 0..{num_classes - 1}, found {int(labels.min())}..{int(labels.max())}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -129,8 +131,9 @@ def _load_cifar10(root: Path, download: bool) -> Dataset:
         return _load_import_cache(root, require_cifar10=True)
     if not torchvision_dir.exists() and not download:
         raise DataError(
-            f"CIFAR-10 not found under {root}/ (no {CIFAR10.base_folder}/ and no {CACHE_NAME}): set data.download: true "
-            f"to download it through torchvision, or run `lrnbn data import ARCHIVE --root {root}` for an offline copy"
+            f"CIFAR-10 not found under {root}/ (no {CIFAR10.base_folder}/ and no {CACHE_NAME}): "
+            f"set data.download: true to download it through torchvision, or run "
+            f"`lrnbn data import ARCHIVE --root {root}` for an offline copy"
         )
     splits = []
     for train in (True, False):
@@ -168,7 +171,9 @@ def _load_import_cache(root: Path, require_cifar10: bool) -> Dataset:
         test = Split(blob["test_images"], blob["test_labels"])
         stored_hash, source = blob["content_sha256"], blob["source"]
     except Exception as exc:  # a truncated or foreign file can fail in many ways; all mean the same to the user
-        raise DataError(f"{path} is not a readable lrnbn cache ({exc.__class__.__name__}): run `lrnbn data import` again") from None
+        raise DataError(
+            f"{path} is not a readable lrnbn cache ({exc.__class__.__name__}): run `lrnbn data import` again"
+        ) from None
     for split_name, split in (("train", train), ("test", test)):
         check_split(split, len(classes), f"{path} {split_name} split")
     if content_hash(classes, train, test) != stored_hash:
@@ -180,8 +185,15 @@ def _load_import_cache(root: Path, require_cifar10: bool) -> Dataset:
         )
     name = "cifar10" if require_cifar10 else "imagefolder"
     label = f"CIFAR-10 (imported copy: {Path(source).name})" if require_cifar10 else f"image folder {Path(source).name}"
-    return Dataset(name, label, f"{source} (sha256 {blob.get('source_sha256') or 'n/a'})", classes, train, test,
-                   (len(train), len(test)))
+    return Dataset(
+        name,
+        label,
+        f"{source} (sha256 {blob.get('source_sha256') or 'n/a'})",
+        classes,
+        train,
+        test,
+        (len(train), len(test)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -266,7 +278,9 @@ def import_image_folder(source: Path, root: Path, progress: Callable[[int, int],
         if shape is None:
             shape = pixels.shape
         elif pixels.shape != shape:
-            raise DataError(f"{entry.name}: image is {pixels.shape[1]}x{pixels.shape[0]}, others are {shape[1]}x{shape[0]}")
+            raise DataError(
+                f"{entry.name}: image is {pixels.shape[1]}x{pixels.shape[0]}, others are {shape[1]}x{shape[0]}"
+            )
         arrays[entry.split].append(pixels)
         labels[entry.split].append(classes.index(entry.cls))
         if progress:
@@ -329,12 +343,24 @@ _SHAPES: tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ...] = (
     lambda u, v: u.abs() + v.abs() < 1,  # diamond
     lambda u, v: (v < 0.8) & (v > 2 * u.abs() - 1.2),  # triangle
     lambda u, v: (torch.sin(4 * (u + v)) > 0) & (torch.maximum(u.abs(), v.abs()) < 1.1),  # diagonal stripes
-    lambda u, v: ((torch.floor(2 * u) + torch.floor(2 * v)) % 2 == 0) & (torch.maximum(u.abs(), v.abs()) < 1),  # checker
+    lambda u, v: (
+        ((torch.floor(2 * u) + torch.floor(2 * v)) % 2 == 0) & (torch.maximum(u.abs(), v.abs()) < 1)
+    ),  # checker
 )
-_PALETTE = torch.tensor([
-    [0.9, 0.2, 0.2], [0.2, 0.8, 0.2], [0.2, 0.3, 0.9], [0.9, 0.8, 0.2], [0.8, 0.3, 0.8],
-    [0.2, 0.8, 0.8], [0.95, 0.55, 0.1], [0.55, 0.35, 0.15], [0.95, 0.95, 0.95], [0.1, 0.1, 0.1],
-])
+_PALETTE = torch.tensor(
+    [
+        [0.9, 0.2, 0.2],
+        [0.2, 0.8, 0.2],
+        [0.2, 0.3, 0.9],
+        [0.9, 0.8, 0.2],
+        [0.8, 0.3, 0.8],
+        [0.2, 0.8, 0.8],
+        [0.95, 0.55, 0.1],
+        [0.55, 0.35, 0.15],
+        [0.95, 0.95, 0.95],
+        [0.1, 0.1, 0.1],
+    ]
+)
 SYNTHETIC_NOISE_STD = 0.12
 
 
@@ -411,8 +437,9 @@ class DeviceSplit:
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self) // batch_size
 
-    def train_batches(self, batch_size: int, generator: torch.Generator, augment: bool, start_step: int = 0,
-                      part: slice = slice(None)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, augment: bool, start_step: int = 0, part: slice = slice(None)
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled full batches (the remainder is dropped so that every batch has batch_size images).
 
         With `generator` in its state at the start of an epoch, start_step > 0 resumes mid-epoch: the skipped

@@ -50,9 +50,11 @@ def variant_settings(flat: dict) -> dict:
     """What makes a run's setting: its flattened config without machine and identity keys, and without LRN's keys
     when the run has no LRN (they mean nothing to it)."""
     lrn_unused = flat.get(NORM_KEY) != "lrn"
-    return {k: v for k, v in flat.items()
-            if k not in MACHINE_KEYS and k not in IDENTITY_KEYS and not (lrn_unused and k.startswith(LRN_PREFIX))}
-
+    return {
+        k: v
+        for k, v in flat.items()
+        if k not in MACHINE_KEYS and k not in IDENTITY_KEYS and not (lrn_unused and k.startswith(LRN_PREFIX))
+    }
 
 
 def is_norm_key(key: str) -> bool:

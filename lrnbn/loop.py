@@ -60,7 +60,8 @@ class EpochMeter:
     def totals(self) -> tuple[float, float, int]:
         """Loss sum, correct count, and how many ranks saw a non-finite loss, over all ranks (reads the device)."""
         loss, correct, bad = self.world.sum(
-            torch.stack([self.loss_sum, self.correct.double(), (self.first_bad_step >= 0).double()])).tolist()
+            torch.stack([self.loss_sum, self.correct.double(), (self.first_bad_step >= 0).double()])
+        ).tolist()
         return loss, correct, int(bad)
 
     def first_bad(self, steps: int) -> int:
@@ -83,8 +84,13 @@ def train_epoch(trainer: Trainer, position: Position, stop, view, record_probe) 
     lr = trainer.optimizer.param_groups[0]["lr"]
     synchronize(device)
     start = time.perf_counter() - position.elapsed
-    batches = trainer.train_split.train_batches(batch_size, trainer.data_generator, trainer.config.data.augment,
-                                                start_step=position.step, part=world.slice(batch_size))
+    batches = trainer.train_split.train_batches(
+        batch_size,
+        trainer.data_generator,
+        trainer.config.data.augment,
+        start_step=position.step,
+        part=world.slice(batch_size),
+    )
     for step, (images, labels) in enumerate(batches, start=position.step):
         logits, loss, lr = trainer.train_step(images, labels)
         global_step = (position.epoch - 1) * steps + step + 1

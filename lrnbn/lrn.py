@@ -49,16 +49,21 @@ class CanonicalLRN:
         return self.before + self.after + 1
 
 
-def canonical(size: int, alpha: float, beta: float, k: float, convention: str = "pytorch",
-              region: str = "across") -> CanonicalLRN:
+def canonical(
+    size: int, alpha: float, beta: float, k: float, convention: str = "pytorch", region: str = "across"
+) -> CanonicalLRN:
     """Map one framework's LRN parameters onto the canonical layer; raise LRNParameterError where it refuses them."""
     if convention not in CONVENTIONS:
-        raise LRNParameterError("convention", f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+        raise LRNParameterError(
+            "convention", f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}"
+        )
     if size < 1:
         raise LRNParameterError("size", f"size must be >= 1, got {size}")
     if region == "within":
         if convention != "caffe":
-            raise LRNParameterError("region", f"region 'within' is Caffe's WITHIN_CHANNEL; set convention: caffe, not {convention}")
+            raise LRNParameterError(
+                "region", f"region 'within' is Caffe's WITHIN_CHANNEL; set convention: caffe, not {convention}"
+            )
         if size % 2 == 0:
             raise LRNParameterError("size", f"Caffe's WITHIN_CHANNEL LRN needs an odd local_size, got {size}")
         return CanonicalLRN(1.0, alpha / size**2, beta, size // 2, size // 2, "within")
@@ -72,12 +77,17 @@ def canonical(size: int, alpha: float, beta: float, k: float, convention: str = 
         if not 1 <= size <= CUDNN_MAX_N:
             raise LRNParameterError("size", f"cuDNN accepts lrnN in 1..{CUDNN_MAX_N}, got {size}")
         if k < 1e-5 or beta < 0.01:
-            raise LRNParameterError("k" if k < 1e-5 else "beta", f"cuDNN needs lrnK >= 1e-5 and lrnBeta >= 0.01, got K {k}, beta {beta}")
+            raise LRNParameterError(
+                "k" if k < 1e-5 else "beta", f"cuDNN needs lrnK >= 1e-5 and lrnBeta >= 0.01, got K {k}, beta {beta}"
+            )
         before = (size - 1) // 2
         return CanonicalLRN(k, alpha / size, beta, before, size - 1 - before)
     if size % 2 == 0:
-        why = {"tensorflow": "its window is 2 * depth_radius + 1", "caffe": "Caffe rejects an even local_size",
-               "alexnet-paper": "the paper's window i - n/2 .. i + n/2 holds n channels only for odd n"}[convention]
+        why = {
+            "tensorflow": "its window is 2 * depth_radius + 1",
+            "caffe": "Caffe rejects an even local_size",
+            "alexnet-paper": "the paper's window i - n/2 .. i + n/2 holds n channels only for odd n",
+        }[convention]
         raise LRNParameterError("size", f"{convention} needs an odd size ({why}), got {size}")
     half = size // 2
     if convention == "caffe":
@@ -188,8 +198,17 @@ class _FastAcrossLRN(torch.autograd.Function):
         return grad.to(grad_out.dtype), None, None, None, None, None
 
 
-def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, *,
-                        convention: str = "pytorch", region: str = "across", impl: str = "fast") -> torch.Tensor:
+def local_response_norm(
+    x: torch.Tensor,
+    size: int,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 1.0,
+    *,
+    convention: str = "pytorch",
+    region: str = "across",
+    impl: str = "fast",
+) -> torch.Tensor:
     """LRN of a 4-D NCHW tensor, with size/alpha/beta/k meaning what they mean in `convention`."""
     return apply_lrn(x, canonical(size, alpha, beta, k, convention, region), impl)
 
@@ -209,12 +228,23 @@ def apply_lrn(x: torch.Tensor, p: CanonicalLRN, impl: str) -> torch.Tensor:
 class LRN(nn.Module):
     """The layer the models use: parameters in a framework's terms, computed canonically by `impl`."""
 
-    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, *,
-                 convention: str = "pytorch", region: str = "across", impl: str = "fast"):
+    def __init__(
+        self,
+        size: int,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 1.0,
+        *,
+        convention: str = "pytorch",
+        region: str = "across",
+        impl: str = "fast",
+    ):
         super().__init__()
         self.params = canonical(size, alpha, beta, k, convention, region)
         self.impl = impl
-        self.described = f"size={size}, alpha={alpha}, beta={beta}, k={k}, convention={convention}, region={region}, impl={impl}"
+        self.described = (
+            f"size={size}, alpha={alpha}, beta={beta}, k={k}, convention={convention}, region={region}, impl={impl}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_lrn(x, self.params, self.impl)

@@ -36,15 +36,21 @@ def training_device(config) -> torch.device:
         return device
     if device.type == "cuda":
         if world.local_rank >= torch.cuda.device_count():
-            raise UserError(f"torchrun started local rank {world.local_rank} but torch sees "
-                            f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node")
+            raise UserError(
+                f"torchrun started local rank {world.local_rank} but torch sees "
+                f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node"
+            )
         device = torch.device("cuda", world.local_rank)
     elif config.model.sync_bn and config.model.norm == "bn":
-        raise UserError(f"model.sync_bn: SyncBatchNorm runs on CUDA only, but the device is {device.type}; "
-                        f"set model.sync_bn: false (each process then normalises over its slice of the batch)")
+        raise UserError(
+            f"model.sync_bn: SyncBatchNorm runs on CUDA only, but the device is {device.type}; "
+            f"set model.sync_bn: false (each process then normalises over its slice of the batch)"
+        )
     if config.train.batch_size % world.size:
-        raise UserError(f"train.batch_size: {config.train.batch_size} does not split evenly over {world.size} "
-                        f"processes; use a multiple of {world.size}")
+        raise UserError(
+            f"train.batch_size: {config.train.batch_size} does not split evenly over {world.size} "
+            f"processes; use a multiple of {world.size}"
+        )
     return device
 
 
@@ -70,11 +76,17 @@ def device_name(device: torch.device) -> str:
 def git_state() -> dict | None:
     here = Path(lrnbn.__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if commit.returncode != 0:
             return None
-        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=5)
+        status = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired):
         return None

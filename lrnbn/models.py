@@ -7,7 +7,8 @@ variants differ in that one layer and nothing else.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -68,11 +69,17 @@ def cifar_full(cfg: ModelConfig, num_classes: int) -> nn.Module:
     every = cfg.norm_after_every_conv
     return nn.Sequential(
         nn.Sequential(
-            nn.Conv2d(3, c1, 5, padding=2), nn.MaxPool2d(3, stride=2, ceil_mode=True), nn.ReLU(inplace=True),
+            nn.Conv2d(3, c1, 5, padding=2),
+            nn.MaxPool2d(3, stride=2, ceil_mode=True),
+            nn.ReLU(inplace=True),
             make_norm(cfg, c1),
-            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), nn.AvgPool2d(3, stride=2, ceil_mode=True),
+            nn.Conv2d(c1, c2, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(3, stride=2, ceil_mode=True),
             make_norm(cfg, c2),
-            nn.Conv2d(c2, c3, 5, padding=2), nn.ReLU(inplace=True), nn.AvgPool2d(3, stride=2, ceil_mode=True),
+            nn.Conv2d(c2, c3, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(3, stride=2, ceil_mode=True),
             *([make_norm(cfg, c3)] if every else []),
             nn.AdaptiveAvgPool2d(4),
         ),

@@ -7,7 +7,8 @@ find each position whatever fills it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -44,8 +45,11 @@ def no_norm(cfg: ModelConfig, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-NORMS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {"bn": batch_norm, "lrn": local_response_norm,
-                                                              "none": no_norm}
+NORMS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {
+    "bn": batch_norm,
+    "lrn": local_response_norm,
+    "none": no_norm,
+}
 
 
 def make_norm(cfg: ModelConfig, channels: int) -> NormSlot:
@@ -55,5 +59,10 @@ def make_norm(cfg: ModelConfig, channels: int) -> NormSlot:
 def norm_parameter_count(model: nn.Module) -> int:
     """Trainable parameters of the normalization layers (C1's evidence), whatever the layer's class: a BN turned
     into SyncBatchNorm under torchrun counts the same."""
-    return sum(p.numel() for slot in model.modules() if isinstance(slot, NormSlot)
-               for p in slot.parameters() if p.requires_grad)
+    return sum(
+        p.numel()
+        for slot in model.modules()
+        if isinstance(slot, NormSlot)
+        for p in slot.parameters()
+        if p.requires_grad
+    )

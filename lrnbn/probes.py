@@ -83,7 +83,9 @@ class Probes:
     @torch.no_grad()
     def measure(self, global_step: int, epoch: int) -> dict:
         captured: list[tuple[torch.Tensor, torch.Tensor]] = []
-        hooks = [slot.register_forward_hook(lambda _m, args, out: captured.append((args[0], out))) for slot in self.slots]
+        hooks = [
+            slot.register_forward_hook(lambda _m, args, out: captured.append((args[0], out))) for slot in self.slots
+        ]
         was_training = self.model.training
         self.model.eval()
         try:
@@ -104,18 +106,32 @@ class Probes:
                 self.previous[key] = stats
             layers.append(record)
         steps = max(1, self._steps)
-        weights = [{"name": name, "grad_norm": float(self._sums[i, 0] / steps), "update_ratio": float(self._sums[i, 1] / steps)}
-                   for i, (name, _) in enumerate(self.weights)]
+        weights = [
+            {
+                "name": name,
+                "grad_norm": float(self._sums[i, 0] / steps),
+                "update_ratio": float(self._sums[i, 1] / steps),
+            }
+            for i, (name, _) in enumerate(self.weights)
+        ]
         self._sums.zero_()
         self._steps = 0
-        return {"step": global_step, "epoch": epoch, "filter_similarity": filter_similarity(self.conv1.weight),
-                "layers": layers, "weights": weights}
+        return {
+            "step": global_step,
+            "epoch": epoch,
+            "filter_similarity": filter_similarity(self.conv1.weight),
+            "layers": layers,
+            "weights": weights,
+        }
 
     def state(self) -> dict:
         """What a checkpoint keeps so that a resumed run's probes continue exactly: the previous probe point's
         statistics (for drift) and the sums of the interval in progress."""
-        return {"previous": {key: list(stats) for key, stats in self.previous.items()},
-                "sums": self._sums.clone(), "steps": self._steps}
+        return {
+            "previous": {key: list(stats) for key, stats in self.previous.items()},
+            "sums": self._sums.clone(),
+            "steps": self._steps,
+        }
 
     def restore(self, state: dict) -> None:
         self.previous = {key: (stats[0], stats[1]) for key, stats in state["previous"].items()}
@@ -139,8 +155,11 @@ def save_filter_grid(weight: torch.Tensor, path) -> None:
         ax.axis("off")
     for ax, f in zip(axes.flat, filters):
         f = (f - f.min()) / (f.max() - f.min()).clamp_min(EPS)
-        ax.imshow(f.permute(1, 2, 0).numpy() if f.shape[0] == 3 else f[0].numpy(), interpolation="nearest",
-                  cmap=None if f.shape[0] == 3 else "gray")
+        ax.imshow(
+            f.permute(1, 2, 0).numpy() if f.shape[0] == 3 else f[0].numpy(),
+            interpolation="nearest",
+            cmap=None if f.shape[0] == 3 else "gray",
+        )
     fig.suptitle(f"conv1 filters (similarity {filter_similarity(weight):.2f})", fontsize=8)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -84,8 +84,9 @@ def group(runs: list[LoadedRun]) -> dict[str, list[Variant]]:
         varying = varying_keys(variants)
         names = short_names(varying)
         for variant in variants:
-            variant.label = ",".join(f"{names[k]}={show(variant.settings[k])}" for k in varying
-                                     if k in variant.settings) or study
+            variant.label = (
+                ",".join(f"{names[k]}={show(variant.settings[k])}" for k in varying if k in variant.settings) or study
+            )
         grouped[study] = variants
     return grouped
 
@@ -135,8 +136,13 @@ def probe_summary(variant: Variant) -> dict | None:
         return statistics.fmean(values) if values else math.nan
 
     def drifts(side):
-        return [layer[f"{side}_drift"] for r in runs for p in r.probes for layer in p["layers"]
-                if layer[f"{side}_drift"] is not None]
+        return [
+            layer[f"{side}_drift"]
+            for r in runs
+            for p in r.probes
+            for layer in p["layers"]
+            if layer[f"{side}_drift"] is not None
+        ]
 
     return {
         "input_drift": mean(drifts("input")),

@@ -163,8 +163,10 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove a previous attempt's files (the lock stays: its holder is clearing)."""
-        self._remove((CONFIG_FILE, ENV_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PROBES_FILE, FILTERS_FILE),
-                     (TENSORBOARD_DIR,))
+        self._remove(
+            (CONFIG_FILE, ENV_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PROBES_FILE, FILTERS_FILE),
+            (TENSORBOARD_DIR,),
+        )
 
     @contextmanager
     def lock(self):
@@ -174,7 +176,9 @@ class RunDir:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                raise RunBusy(f"{self.path} is being trained by another process (pid {f.read().strip() or '?'})") from None
+                raise RunBusy(
+                    f"{self.path} is being trained by another process (pid {f.read().strip() or '?'})"
+                ) from None
             f.seek(0)
             f.truncate()
             f.write(str(os.getpid()))
@@ -275,8 +279,9 @@ def load_run(path: Path) -> LoadedRun:
     run = RunDir(path)
     env = run.read_env() if (run.path / ENV_FILE).exists() else {}
     metrics, truncated = run.read_metrics()
-    return LoadedRun(run.path, yaml.safe_load(run.read_config_text()), env, run.read_summary(), metrics, truncated,
-                     run.read_probes())
+    return LoadedRun(
+        run.path, yaml.safe_load(run.read_config_text()), env, run.read_summary(), metrics, truncated, run.read_probes()
+    )
 
 
 def find_runs(paths: list[Path]) -> list[LoadedRun]:

@@ -30,8 +30,10 @@ def check_installed() -> None:
     try:
         importlib.import_module("tensorboard")  # torch.utils.tensorboard writes through it
     except ImportError:
-        raise UserError("log.tensorboard: the tensorboard package is not installed; pip install -e '.[tensorboard]' "
-                        "(or pip install tensorboard), or set log.tensorboard: false") from None
+        raise UserError(
+            "log.tensorboard: the tensorboard package is not installed; pip install -e '.[tensorboard]' "
+            "(or pip install tensorboard), or set log.tensorboard: false"
+        ) from None
 
 
 class EpochLog:

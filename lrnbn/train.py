@@ -69,8 +69,13 @@ def train_at(path: Path, config: Config, view: RunView = NullView(), threads: in
     return bring_to_end(run, config, view, trainer, restart_failed=True)
 
 
-def bring_to_end(run: RunDir, config: Config, view: RunView = NullView(), trainer: Trainer | None = None,
-                 restart_failed: bool = False) -> RunResult:
+def bring_to_end(
+    run: RunDir,
+    config: Config,
+    view: RunView = NullView(),
+    trainer: Trainer | None = None,
+    restart_failed: bool = False,
+) -> RunResult:
     """Under the run's lock: an ended run (completed, diverged) is left as it is; a stopped one continues from its
     checkpoint (a failed one too, unless `restart_failed`); a directory without a run starts one. A run keeps its
     config: `config` may differ from the saved one only in machine keys."""
@@ -80,10 +85,12 @@ def bring_to_end(run: RunDir, config: Config, view: RunView = NullView(), traine
             differing = differing_keys(saved, config)
             if differing:
                 key = differing[0]
-                raise UserError(f"{run.path}: the run was made with {key} = {lookup(saved, key)!r}, not "
-                                f"{lookup(config, key)!r}; a run keeps its config (only "
-                                f"{', '.join(sorted(MACHINE_KEYS))} may change): start a new run, or delete the run "
-                                f"directory to redo it")
+                raise UserError(
+                    f"{run.path}: the run was made with {key} = {lookup(saved, key)!r}, not "
+                    f"{lookup(config, key)!r}; a run keeps its config (only "
+                    f"{', '.join(sorted(MACHINE_KEYS))} may change): start a new run, or delete the run "
+                    f"directory to redo it"
+                )
             summary = run.read_summary()
             if summary["status"] in FINAL_STATUSES:
                 return RunResult(run, summary)
@@ -105,8 +112,11 @@ def _now() -> str:
 def _start(run: RunDir, trainer: Trainer, view: RunView) -> RunResult:
     config = trainer.config
     run.write_config(dump_config(config))
-    run.write_env(environment(trainer.device, trainer.world, trainer.dataset, trainer.mean, trainer.std,
-                              trainer.parameter_counts()))
+    run.write_env(
+        environment(
+            trainer.device, trainer.world, trainer.dataset, trainer.mean, trainer.std, trainer.parameter_counts()
+        )
+    )
     summary = {"status": "running", "started_at": _now(), "epochs_planned": config.train.epochs, "epochs_done": 0}
     return _train(trainer, run, Position(), summary, view)
 
@@ -116,13 +126,17 @@ def _resume(run: RunDir, config: Config, view: RunView) -> RunResult:
     env = run.read_env()
     recorded = env["dataset"]["fingerprint"]
     if trainer.dataset.fingerprint() != recorded:
-        raise UserError(f"the dataset differs from the one the run started with (fingerprint "
-                        f"{trainer.dataset.fingerprint()}, recorded {recorded})")
+        raise UserError(
+            f"the dataset differs from the one the run started with (fingerprint "
+            f"{trainer.dataset.fingerprint()}, recorded {recorded})"
+        )
     processes = env.get("distributed", {}).get("world_size", 1)
     if processes != trainer.world.size:
-        raise UserError(f"the run was trained by {processes} process(es) and this is {trainer.world.size}: each "
-                        f"process's random state (and BN statistics) is part of it; resume with "
-                        + ("torchrun --nproc_per_node " + str(processes) if processes > 1 else "one process"))
+        raise UserError(
+            f"the run was trained by {processes} process(es) and this is {trainer.world.size}: each "
+            f"process's random state (and BN statistics) is part of it; resume with "
+            + ("torchrun --nproc_per_node " + str(processes) if processes > 1 else "one process")
+        )
     state = run.load_checkpoint(map_location=trainer.device)
     # No checkpoint: it stopped inside its first epoch, so the freshly built trainer is where it began.
     position = Position(**trainer.restore(state)) if state else Position()
@@ -159,7 +173,9 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
     try:
         run.write_summary(summary)
         if config.log.tensorboard and trainer.world.main:
-            board = tblog.EpochLog(run.tensorboard_dir, dump_config(config), position.records, bool(summary.get("resumed")))
+            board = tblog.EpochLog(
+                run.tensorboard_dir, dump_config(config), position.records, bool(summary.get("resumed"))
+            )
         view.start(run, config, trainer.dataset, trainer.device)
         with _stop_requests() as stop:
             while position.epoch <= epochs:
@@ -175,8 +191,11 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
                         run.save_checkpoint(trainer.checkpoint(position))
                     break
                 record = {"epoch": epoch, **trained, **evaluate(trainer), "steps": epoch * trainer.steps_per_epoch}
-                position = Position(epoch=epoch + 1, records=position.records + [record],
-                                    epoch_generator_state=trainer.data_generator.get_state())
+                position = Position(
+                    epoch=epoch + 1,
+                    records=position.records + [record],
+                    epoch_generator_state=trainer.data_generator.get_state(),
+                )
                 # Checkpoint first: it holds the records, and resume rewrites metrics.jsonl from it.
                 run.save_checkpoint(trainer.checkpoint(position))
                 run.append_metrics(record)
@@ -192,8 +211,10 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
         if trainer.probes:
             save_filter_grid(trainer.probes.conv1.weight, run.path / FILTERS_FILE)
     except BaseException as exc:
-        summary.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
-                       error=f"{exc.__class__.__name__}: {exc}")
+        summary.update(
+            status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
+            error=f"{exc.__class__.__name__}: {exc}",
+        )
         _finish(run, summary, position.records, started)
         raise
     finally:

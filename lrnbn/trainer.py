@@ -97,7 +97,9 @@ class Trainer:
         load = partial(load_dataset, config.data, seed)
         dataset = world.main_first(load, others=load)  # a download, if any, happens once
         if config.train.batch_size > len(dataset.train):
-            raise UserError(f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images")
+            raise UserError(
+                f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images"
+            )
         mean, std = input_stats(dataset.train, config.data.input_norm)
         train_split = DeviceSplit(dataset.train, device, mean, std)
         seed_everything(seed)
@@ -107,16 +109,33 @@ class Trainer:
             if config.model.sync_bn:
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             train_module = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
             torch.manual_seed(world.seed(seed))  # dropout: every rank draws its own masks
         optimizer = make_optimizer(model, config.train)
         steps = train_split.steps_per_epoch(config.train.batch_size)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config.train, steps))
         probes = None
         if config.probes.enabled and world.main:
-            probes = Probes(model, train_split.first(min(config.probes.batch_size, len(train_split))), config.probes.every)
-        return cls(config, device, dataset, mean, std, train_split, DeviceSplit(dataset.test, device, mean, std),
-                   model, train_module, optimizer, scheduler, torch.Generator().manual_seed(seed), probes, world)
+            probes = Probes(
+                model, train_split.first(min(config.probes.batch_size, len(train_split))), config.probes.every
+            )
+        return cls(
+            config,
+            device,
+            dataset,
+            mean,
+            std,
+            train_split,
+            DeviceSplit(dataset.test, device, mean, std),
+            model,
+            train_module,
+            optimizer,
+            scheduler,
+            torch.Generator().manual_seed(seed),
+            probes,
+            world,
+        )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -150,13 +169,15 @@ class Trainer:
             "position": {**position.__dict__},
             "probes": self.probes.state() if self.probes else None,
             # Every rank's generators, in rank order (a collective: every rank calls this, rank 0 saves it).
-            "rng": self.world.gather({
-                "python": random.getstate(),
-                "numpy": _numpy_state_to_torch(np.random.get_state()),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-                "data": self.data_generator.get_state(),
-            }),
+            "rng": self.world.gather(
+                {
+                    "python": random.getstate(),
+                    "numpy": _numpy_state_to_torch(np.random.get_state()),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                    "data": self.data_generator.get_state(),
+                }
+            ),
         }
 
     def restore(self, state: dict) -> dict:

@@ -18,8 +18,13 @@ def studies(tmp_path):
 def k_study(tmp_path, lrn_accs, control_accs, seeds=3):
     for seed in range(seeds):
         for k in (1, 2):
-            make_run(tmp_path, "kc", f"k{k},seed={seed}", {"model.norm": "lrn", "model.lrn.k": k,
-                                                          "experiment.seed": seed}, lrn_accs)
+            make_run(
+                tmp_path,
+                "kc",
+                f"k{k},seed={seed}",
+                {"model.norm": "lrn", "model.lrn.k": k, "experiment.seed": seed},
+                lrn_accs,
+            )
         make_run(tmp_path, "kc", f"none,seed={seed}", {"model.norm": "none", "experiment.seed": seed}, control_accs)
 
 
@@ -44,8 +49,12 @@ def test_c5_inconclusive_when_the_control_is_stuck_too_or_seeds_are_missing(tmp_
 
 def test_c5_is_conditional_when_only_one_k_collapses(tmp_path):
     for seed in range(3):
-        make_run(tmp_path, "kc", f"k1,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 1, "experiment.seed": seed}, LEARNS)
-        make_run(tmp_path, "kc", f"k2,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 2, "experiment.seed": seed}, CHANCE)
+        make_run(
+            tmp_path, "kc", f"k1,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 1, "experiment.seed": seed}, LEARNS
+        )
+        make_run(
+            tmp_path, "kc", f"k2,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 2, "experiment.seed": seed}, CHANCE
+        )
     verdict = claims.claim_c5(studies(tmp_path))
     assert verdict.verdict == claims.CONDITIONAL and "k=2" in verdict.reason
 
@@ -55,8 +64,14 @@ def timing_study(tmp_path, bn_time, torch_times: dict, fast_times: dict | None =
         make_run(tmp_path, "timing", f"bn,rep={rep}", {"model.norm": "bn"}, [0.5], [bn_time])
         for impl, times in (("torch", torch_times), ("fast", fast_times or {})):
             for n, seconds in times.items():
-                make_run(tmp_path, "timing", f"{impl}{n},rep={rep}", {"model.norm": "lrn", "model.lrn.size": n,
-                                                                    "model.lrn.impl": impl}, [0.5], [seconds + rep * 0.01])
+                make_run(
+                    tmp_path,
+                    "timing",
+                    f"{impl}{n},rep={rep}",
+                    {"model.norm": "lrn", "model.lrn.size": n, "model.lrn.impl": impl},
+                    [0.5],
+                    [seconds + rep * 0.01],
+                )
 
 
 def test_c4_reproduced_when_lrn_costs_more_and_grows_with_n(tmp_path):
@@ -78,16 +93,33 @@ def test_c4_not_reproduced_when_lrn_is_as_cheap_as_bn(tmp_path):
 
 def convergence_study(tmp_path, bn_accs, lrn_accs, bn_train=None, lrn_train=None):
     for seed in (0, 1):
-        make_run(tmp_path, "conv", f"bn,seed={seed}", {"model.norm": "bn", "experiment.seed": seed}, bn_accs, train_accs=bn_train)
-        make_run(tmp_path, "conv", f"lrn,seed={seed}", {"model.norm": "lrn", "experiment.seed": seed}, lrn_accs, train_accs=lrn_train)
+        make_run(
+            tmp_path,
+            "conv",
+            f"bn,seed={seed}",
+            {"model.norm": "bn", "experiment.seed": seed},
+            bn_accs,
+            train_accs=bn_train,
+        )
+        make_run(
+            tmp_path,
+            "conv",
+            f"lrn,seed={seed}",
+            {"model.norm": "lrn", "experiment.seed": seed},
+            lrn_accs,
+            train_accs=lrn_train,
+        )
 
 
-@pytest.mark.parametrize("bn,lrn,expected", [
-    ([0.4, 0.55, 0.6], [0.3, 0.4, 0.52], claims.REPRODUCED),
-    ([0.3, 0.4, 0.52], [0.4, 0.55, 0.6], claims.NOT_REPRODUCED),
-    ([0.3, 0.4, 0.45], [0.3, 0.52, 0.55], claims.NOT_REPRODUCED),  # BN never reaches the target, LRN does
-    ([0.3, 0.4, 0.45], [0.3, 0.4, 0.45], claims.INCONCLUSIVE),  # nobody reaches it: the runs cannot tell
-])
+@pytest.mark.parametrize(
+    "bn,lrn,expected",
+    [
+        ([0.4, 0.55, 0.6], [0.3, 0.4, 0.52], claims.REPRODUCED),
+        ([0.3, 0.4, 0.52], [0.4, 0.55, 0.6], claims.NOT_REPRODUCED),
+        ([0.3, 0.4, 0.45], [0.3, 0.52, 0.55], claims.NOT_REPRODUCED),  # BN never reaches the target, LRN does
+        ([0.3, 0.4, 0.45], [0.3, 0.4, 0.45], claims.INCONCLUSIVE),  # nobody reaches it: the runs cannot tell
+    ],
+)
 def test_c2_compares_epochs_to_target(tmp_path, bn, lrn, expected):
     convergence_study(tmp_path, bn, lrn)
     assert claims.claim_c2(studies(tmp_path), target=0.5).verdict == expected
@@ -102,14 +134,34 @@ def test_c3_compares_train_test_gaps(tmp_path):
 
 def test_c1_sensitivity_of_lrn_settings_against_bn_seed_noise(tmp_path):
     for seed in (0, 1):
-        make_run(tmp_path / "a", "sweep", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.6 + seed * 0.005])
-        make_run(tmp_path / "a", "sweep", f"k1,{seed}", {"model.norm": "lrn", "model.lrn.k": 1, "experiment.seed": seed}, [0.6])
-        make_run(tmp_path / "a", "sweep", f"k2,{seed}", {"model.norm": "lrn", "model.lrn.k": 2, "experiment.seed": seed}, [0.4])
+        make_run(
+            tmp_path / "a", "sweep", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.6 + seed * 0.005]
+        )
+        make_run(
+            tmp_path / "a",
+            "sweep",
+            f"k1,{seed}",
+            {"model.norm": "lrn", "model.lrn.k": 1, "experiment.seed": seed},
+            [0.6],
+        )
+        make_run(
+            tmp_path / "a",
+            "sweep",
+            f"k2,{seed}",
+            {"model.norm": "lrn", "model.lrn.k": 2, "experiment.seed": seed},
+            [0.4],
+        )
     assert claims.claim_c1(studies(tmp_path / "a")).verdict == claims.REPRODUCED
     for seed in (0, 1):
         make_run(tmp_path / "b", "sweep", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.6])
         for k in (1, 2):
-            make_run(tmp_path / "b", "sweep", f"k{k},{seed}", {"model.norm": "lrn", "model.lrn.k": k, "experiment.seed": seed}, [0.6])
+            make_run(
+                tmp_path / "b",
+                "sweep",
+                f"k{k},{seed}",
+                {"model.norm": "lrn", "model.lrn.k": k, "experiment.seed": seed},
+                [0.6],
+            )
     assert claims.claim_c1(studies(tmp_path / "b")).verdict == claims.NOT_REPRODUCED
 
 
@@ -129,10 +181,18 @@ def test_timing_repeats_of_one_seed_do_not_count_as_seeds(tmp_path):
 
 def test_runs_where_even_bn_stayed_at_chance_decide_neither_c1_nor_c3(tmp_path):
     for seed in (0, 1):
-        make_run(tmp_path, "short", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.1], train_accs=[0.1])
+        make_run(
+            tmp_path, "short", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.1], train_accs=[0.1]
+        )
         for k in (1, 2):
-            make_run(tmp_path, "short", f"k{k},{seed}", {"model.norm": "lrn", "model.lrn.k": k, "experiment.seed": seed},
-                     [0.1 + 0.01 * k], train_accs=[0.3])
+            make_run(
+                tmp_path,
+                "short",
+                f"k{k},{seed}",
+                {"model.norm": "lrn", "model.lrn.k": k, "experiment.seed": seed},
+                [0.1 + 0.01 * k],
+                train_accs=[0.3],
+            )
     assert claims.claim_c1(studies(tmp_path)).verdict == claims.INCONCLUSIVE
     assert claims.claim_c3(studies(tmp_path)).verdict == claims.INCONCLUSIVE
 
@@ -159,7 +219,12 @@ def test_c3_is_inconclusive_while_no_model_fits_its_training_data(tmp_path):
 def test_an_identity_lrn_is_no_lrn_variant(tmp_path):
     for seed in (0, 1):
         make_run(tmp_path, "conv", f"bn,{seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.4, 0.55])
-        make_run(tmp_path, "conv", f"id,{seed}", {"model.norm": "lrn", "model.lrn.alpha": 0, "experiment.seed": seed},
-                 [0.5, 0.6])
+        make_run(
+            tmp_path,
+            "conv",
+            f"id,{seed}",
+            {"model.norm": "lrn", "model.lrn.alpha": 0, "experiment.seed": seed},
+            [0.5, 0.6],
+        )
     verdict = claims.claim_c2(studies(tmp_path), target=0.5)
     assert verdict.verdict == claims.INCONCLUSIVE  # BN against none: no LRN variant to compare with

@@ -10,8 +10,11 @@ from lrnbn.rundir import RunDir
 from tests.test_config import _assert_rejected
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = {"model": {"arch": "cifar-full", "width": 0.25}, "train": {"epochs": 1},
-        "data": {"synthetic_train_size": 128, "synthetic_test_size": 32}}
+FAST = {
+    "model": {"arch": "cifar-full", "width": 0.25},
+    "train": {"epochs": 1},
+    "data": {"synthetic_train_size": 128, "synthetic_test_size": 32},
+}
 
 
 @pytest.fixture
@@ -34,15 +37,32 @@ def test_shipped_studies_are_valid(path):
 
 
 def test_plan_expands_variants_grid_seeds_and_repeats_with_readable_ids(study_file):
-    study = load_study(study_file({
-        "name": "s", "set": {"train.lr": 0.03}, "seeds": [1, 2], "repeats": 2, "interleave": True,
-        "variants": [{"name": "bn", "set": {"model.norm": "bn"}}, {"name": "lrn", "set": {"model.norm": "lrn"}}],
-        "grid": {"model.lrn.size": [3, 5]},
-    }), ["train.epochs=2"])
+    study = load_study(
+        study_file(
+            {
+                "name": "s",
+                "set": {"train.lr": 0.03},
+                "seeds": [1, 2],
+                "repeats": 2,
+                "interleave": True,
+                "variants": [
+                    {"name": "bn", "set": {"model.norm": "bn"}},
+                    {"name": "lrn", "set": {"model.norm": "lrn"}},
+                ],
+                "grid": {"model.lrn.size": [3, 5]},
+            }
+        ),
+        ["train.epochs=2"],
+    )
     assert len(study.runs) == 2 * 2 * 2 * 2
     ids = [r.run_id for r in study.runs]
     # interleaved: the first round holds every variant and grid point once, before any second repeat
-    assert ids[:4] == ["bn,size=3,seed=1,rep=0", "bn,size=5,seed=1,rep=0", "lrn,size=3,seed=1,rep=0", "lrn,size=5,seed=1,rep=0"]
+    assert ids[:4] == [
+        "bn,size=3,seed=1,rep=0",
+        "bn,size=5,seed=1,rep=0",
+        "lrn,size=3,seed=1,rep=0",
+        "lrn,size=5,seed=1,rep=0",
+    ]
     run = study.runs[2].config
     assert (run.model.norm, run.model.lrn.size, run.experiment.seed, run.experiment.name) == ("lrn", 3, 1, "s")
     assert run.train.lr == 0.03 and run.train.epochs == 2  # the study's set, then the command's --set
@@ -52,8 +72,16 @@ BAD_STUDIES = [
     ("empty_grid", {"grid": {}}, "empty grid and no variants"),
     ("grid_key_unknown", {"grid": {"model.nrom": ["bn"]}}, "grid: model.nrom: unknown key; did you mean model.norm?"),
     ("grid_values_empty", {"grid": {"model.norm": []}}, "grid: model.norm has no values"),
-    ("variant_key_unknown", {"variants": [{"name": "x", "set": {"train.lrr": 1}}]}, "variant x: train.lrr: unknown key"),
-    ("bad_value_names_the_run", {"grid": {"model.norm": ["lrn"], "model.lrn.size": [0]}}, "run norm=lrn,size=0,seed=0: model.lrn.size"),
+    (
+        "variant_key_unknown",
+        {"variants": [{"name": "x", "set": {"train.lrr": 1}}]},
+        "variant x: train.lrr: unknown key",
+    ),
+    (
+        "bad_value_names_the_run",
+        {"grid": {"model.norm": ["lrn"], "model.lrn.size": [0]}},
+        "run norm=lrn,size=0,seed=0: model.lrn.size",
+    ),
     ("unknown_study_key", {"grid": {"model.norm": ["bn"]}, "seed": [1]}, "seed: unknown key"),
 ]
 
@@ -66,14 +94,24 @@ def test_bad_study_files_exit_2_and_write_nothing(cli, tmp_path, study_file, nam
 
 def test_compare_runs_each_run_once_records_divergence_and_skips_ended_runs_on_rerun(cli, tmp_path, study_file):
     # lr 10 with momentum 0.99 overflows within the first 8 steps (measured: step 5, both seeds).
-    study = study_file({"name": "sweep", "grid": {"train.lr": [0.05, 10.0]},
-                        "set": {"train.momentum": 0.99, "data.synthetic_train_size": 256}, "seeds": [0, 1]})
+    study = study_file(
+        {
+            "name": "sweep",
+            "grid": {"train.lr": [0.05, 10.0]},
+            "set": {"train.momentum": 0.99, "data.synthetic_train_size": 256},
+            "seeds": [0, 1],
+        }
+    )
     result = cli("compare", study, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     root = tmp_path / "runs" / "sweep"
     states = {p.name: run_state(p) for p in root.iterdir()}
-    assert states == {"lr=0.05,seed=0": "completed", "lr=0.05,seed=1": "completed",
-                      "lr=10.0,seed=0": "diverged", "lr=10.0,seed=1": "diverged"}
+    assert states == {
+        "lr=0.05,seed=0": "completed",
+        "lr=0.05,seed=1": "completed",
+        "lr=10.0,seed=0": "diverged",
+        "lr=10.0,seed=1": "diverged",
+    }
     assert "lr=0.05" in result.stdout  # the comparison table
 
     # A failed run is restarted, an interrupted one resumed, ended ones left alone.
@@ -93,7 +131,17 @@ def test_compare_runs_each_run_once_records_divergence_and_skips_ended_runs_on_r
 
 def test_parallel_jobs_split_threads_and_two_sweeps_at_once_never_train_a_run_twice(tmp_path, study_file):
     study = study_file({"name": "par", "grid": {"model.norm": ["bn", "lrn", "none"]}, "seeds": [0, 1]})
-    command = [sys.executable, "-m", "lrnbn", "compare", str(study), "--runs-dir", str(tmp_path / "runs"), "--jobs", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "lrnbn",
+        "compare",
+        str(study),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--jobs",
+        "2",
+    ]
     first, second = subprocess.Popen(command, stderr=subprocess.PIPE), subprocess.Popen(command, stderr=subprocess.PIPE)
     outputs = [p.communicate(timeout=300)[1].decode() for p in (first, second)]
     runs = sorted((tmp_path / "runs" / "par").iterdir())
@@ -119,23 +167,40 @@ def test_runs_of_a_changed_study_are_stale_not_reused(cli, tmp_path, study_file)
 
 
 def test_shards_cover_the_plan_exactly_once_for_any_count(study_file):
-    study = load_study(study_file({"variants": [{"name": "bn", "set": {}}, {"name": "lrn", "set": {"model.norm": "lrn"}}],
-                                   "grid": {"train.lr": [0.01, 0.05, 0.1]}, "seeds": [0, 1], "repeats": 2}))
+    study = load_study(
+        study_file(
+            {
+                "variants": [{"name": "bn", "set": {}}, {"name": "lrn", "set": {"model.norm": "lrn"}}],
+                "grid": {"train.lr": [0.01, 0.05, 0.1]},
+                "seeds": [0, 1],
+                "repeats": 2,
+            }
+        )
+    )
     plan = [r.run_id for r in study.runs]
     assert len(plan) == 24
     for count in (1, 2, 5, 7, 24, 30):
         slices = [[r.run_id for r in shard(study, index, count).runs] for index in range(1, count + 1)]
         assert sorted(sum(slices, [])) == sorted(plan), count
         assert max(map(len, slices)) - min(map(len, slices)) <= 1  # even slices
-        assert slices == [[r.run_id for r in shard(load_study(study.source), i, count).runs] for i in range(1, count + 1)]
+        assert slices == [
+            [r.run_id for r in shard(load_study(study.source), i, count).runs] for i in range(1, count + 1)
+        ]
 
 
-@pytest.mark.parametrize("spec,message", [("0/3", "expected I/N with 1 <= I <= N, got 0/3"),
-                                          ("4/3", "expected I/N with 1 <= I <= N, got 4/3"), ("a/b", "expected I/N such as 2/8, got 'a/b'"),
-                                          ("2", "expected I/N such as 2/8")])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("0/3", "expected I/N with 1 <= I <= N, got 0/3"),
+        ("4/3", "expected I/N with 1 <= I <= N, got 4/3"),
+        ("a/b", "expected I/N such as 2/8, got 'a/b'"),
+        ("2", "expected I/N such as 2/8"),
+    ],
+)
 def test_bad_shard_specs(cli, tmp_path, study_file, spec, message):
-    result = cli("compare", study_file({"grid": {"model.norm": ["bn"]}}), "--runs-dir", tmp_path / "runs",
-                 "--shard", spec)
+    result = cli(
+        "compare", study_file({"grid": {"model.norm": ["bn"]}}), "--runs-dir", tmp_path / "runs", "--shard", spec
+    )
     assert result.exit_code == 2 and f"error: --shard: {message}" in result.stderr
     assert not (tmp_path / "runs").exists()
 
@@ -150,7 +215,7 @@ def test_shards_run_into_one_runs_dir_and_the_report_merges_them(cli, tmp_path, 
     assert cli("compare", study, "--runs-dir", tmp_path / "runs", "--dry-run").stderr.count("(completed)") == 4
     result = cli("report", tmp_path / "runs" / "split", "--out", tmp_path / "report")
     assert result.exit_code == 0, result.output
-    table = result.stdout[result.stdout.index("study split"):result.stdout.index("claims")]
+    table = result.stdout[result.stdout.index("study split") : result.stdout.index("claims")]
     assert table.count("2 completed") == 2  # bn and none, each with the seed of either shard
 
 
@@ -161,13 +226,17 @@ def test_devices_take_the_slots_in_turn():
     assert slot_devices(3, [], visible_gpus=0) == [None, None, None]  # CPU processes
 
 
-@pytest.mark.parametrize("devices,message", [
-    ("cuda:7", "--devices: cuda:7 does not exist; torch sees"),
-    ("gpu0", "--devices: expected cuda:N entries such as cuda:0,cuda:1 (CPU runs need only --jobs), got 'gpu0'"),
-    ("cuda:0,cpu", "got 'cpu'"),
-])
+@pytest.mark.parametrize(
+    "devices,message",
+    [
+        ("cuda:7", "--devices: cuda:7 does not exist; torch sees"),
+        ("gpu0", "--devices: expected cuda:N entries such as cuda:0,cuda:1 (CPU runs need only --jobs), got 'gpu0'"),
+        ("cuda:0,cpu", "got 'cpu'"),
+    ],
+)
 def test_bad_devices(cli, tmp_path, study_file, devices, message):
-    result = cli("compare", study_file({"grid": {"model.norm": ["bn"]}}), "--runs-dir", tmp_path / "runs",
-                 "--devices", devices)
+    result = cli(
+        "compare", study_file({"grid": {"model.norm": ["bn"]}}), "--runs-dir", tmp_path / "runs", "--devices", devices
+    )
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "runs").exists()

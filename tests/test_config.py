@@ -31,10 +31,17 @@ def _leaf_paths(tree, prefix=()):
 
 
 def test_overrides_parse_yaml_values_and_later_ones_win(write_config):
-    config = load_config(write_config(), [
-        "model.lrn.size=10", "train.lr=1e-3", "data.train_limit=null", "model.norm=lrn", "model.norm=none",
-        "data.augment=false",
-    ])
+    config = load_config(
+        write_config(),
+        [
+            "model.lrn.size=10",
+            "train.lr=1e-3",
+            "data.train_limit=null",
+            "model.norm=lrn",
+            "model.norm=none",
+            "data.augment=false",
+        ],
+    )
     assert config.model.lrn.size == 10 and isinstance(config.model.lrn.size, int)
     assert config.train.lr == pytest.approx(1e-3)
     assert config.data.train_limit is None
@@ -55,13 +62,25 @@ BAD_CONFIGS = [
     ("batch_zero", {"train": {"batch_size": 0}}, "train.batch_size: Input should be greater than or equal to 1"),
     ("width_zero", {"model": {"width": 0}}, "model.width: Input should be greater than 0"),
     ("lrn_size_zero", {"model": {"lrn": {"size": 0}}}, "model.lrn.size: Input should be greater than or equal to 1"),
-    ("alpha_negative", {"model": {"lrn": {"alpha": -1}}}, "model.lrn.alpha: Input should be greater than or equal to 0"),
+    (
+        "alpha_negative",
+        {"model": {"lrn": {"alpha": -1}}},
+        "model.lrn.alpha: Input should be greater than or equal to 0",
+    ),
     ("beta_negative", {"model": {"lrn": {"beta": -0.5}}}, "model.lrn.beta: Input should be greater than or equal to 0"),
     ("k_zero", {"model": {"lrn": {"k": 0}}}, "model.lrn.k: Input should be greater than 0"),
     ("unknown_arch", {"model": {"arch": "vgg"}}, "model.arch: Input should be 'alexnet' or 'cifar-full'"),
     ("unknown_norm", {"model": {"norm": "gn"}}, "model.norm: Input should be 'bn', 'lrn' or 'none'"),
-    ("unknown_optimizer", {"train": {"optimizer": "rmsprop"}}, "train.optimizer: Input should be 'sgd', 'adam' or 'adamw'"),
-    ("unknown_schedule", {"train": {"schedule": "poly"}}, "train.schedule: Input should be 'constant', 'step', 'cosine'"),
+    (
+        "unknown_optimizer",
+        {"train": {"optimizer": "rmsprop"}},
+        "train.optimizer: Input should be 'sgd', 'adam' or 'adamw'",
+    ),
+    (
+        "unknown_schedule",
+        {"train": {"schedule": "poly"}},
+        "train.schedule: Input should be 'constant', 'step', 'cosine'",
+    ),
     ("unknown_device", {"train": {"device": "tpu"}}, "train.device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
     ("section_not_mapping", {"train": 5}, "train: Input should be a valid dictionary"),
     ("amp_on_cpu", {"train": {"amp": True}}, "train.amp: bf16 autocast is supported on CUDA only"),
@@ -76,7 +95,11 @@ BAD_ARGS = [
     ("train_limit_too_big", ["--set", "data.train_limit=100000"], "data.train_limit: 100000 exceeds the 256 images"),
     ("batch_bigger_than_data", ["--set", "train.batch_size=1000"], "train.batch_size: 1000 exceeds the 256 training"),
     ("cifar10_absent", ["--set", "data.dataset=cifar10", "--set", "data.root=__ROOT__"], "set data.download: true"),
-    ("imagefolder_absent", ["--set", "data.dataset=imagefolder", "--set", "data.root=__ROOT__"], "run `lrnbn data import"),
+    (
+        "imagefolder_absent",
+        ["--set", "data.dataset=imagefolder", "--set", "data.root=__ROOT__"],
+        "run `lrnbn data import",
+    ),
 ]
 
 
@@ -107,10 +130,16 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(cli, tmp_path, wri
 
 
 def test_missing_and_unreadable_config_files(cli, tmp_path):
-    _assert_rejected(cli("train", "--config", tmp_path / "nope.yaml", "--runs-dir", tmp_path / "runs"),
-                     "config file not found", tmp_path / "runs")
-    _assert_rejected(cli("train", "--config", tmp_path, "--runs-dir", tmp_path / "runs"),
-                     "cannot read config file", tmp_path / "runs")
+    _assert_rejected(
+        cli("train", "--config", tmp_path / "nope.yaml", "--runs-dir", tmp_path / "runs"),
+        "config file not found",
+        tmp_path / "runs",
+    )
+    _assert_rejected(
+        cli("train", "--config", tmp_path, "--runs-dir", tmp_path / "runs"),
+        "cannot read config file",
+        tmp_path / "runs",
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -8,8 +8,16 @@ import torch
 from PIL import Image
 
 from lrnbn.config import DataConfig
-from lrnbn.data import (CACHE_NAME, DataError, DeviceSplit, Split, channel_stats, import_image_folder, load_dataset,
-                        synthetic_dataset)
+from lrnbn.data import (
+    CACHE_NAME,
+    DataError,
+    DeviceSplit,
+    Split,
+    channel_stats,
+    import_image_folder,
+    load_dataset,
+    synthetic_dataset,
+)
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -70,14 +78,23 @@ def test_non_cifar_import_is_refused_as_cifar10(tmp_path):
         load_dataset(DataConfig(dataset="cifar10", root=str(tmp_path / "data")), seed=0)
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda root: _rmtree(root / "test"), "no test/ split"),
-    (lambda root: [p.unlink() for p in (root / "train" / "dog").iterdir()], "class folder train/dog/ holds no images"),
-    (lambda root: (root / "train" / "cat" / "notes.txt").write_text("hi"), "notes.txt: not an image"),
-    (lambda root: (root / "train" / "cat" / "bad.png").write_bytes(b"not a png"), "bad.png: cannot decode image"),
-    (lambda root: (root / "test" / "cat" / "big.png").write_bytes(_png(np.zeros((9, 9, 3), np.uint8))), "big.png: image is 9x9"),
-    (lambda root: _rmtree(root / "test" / "emu"), "test/ lacks class folder(s) emu"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda root: _rmtree(root / "test"), "no test/ split"),
+        (
+            lambda root: [p.unlink() for p in (root / "train" / "dog").iterdir()],
+            "class folder train/dog/ holds no images",
+        ),
+        (lambda root: (root / "train" / "cat" / "notes.txt").write_text("hi"), "notes.txt: not an image"),
+        (lambda root: (root / "train" / "cat" / "bad.png").write_bytes(b"not a png"), "bad.png: cannot decode image"),
+        (
+            lambda root: (root / "test" / "cat" / "big.png").write_bytes(_png(np.zeros((9, 9, 3), np.uint8))),
+            "big.png: image is 9x9",
+        ),
+        (lambda root: _rmtree(root / "test" / "emu"), "test/ lacks class folder(s) emu"),
+    ],
+)
 def test_import_rejects_malformed_folders_and_writes_nothing(tmp_path, damage, message):
     make_image_tree(tmp_path / "src")
     damage(tmp_path / "src")
@@ -109,7 +126,15 @@ def test_corrupted_cache_is_detected(tmp_path):
 def test_cifar10_files_failing_torchvisions_check_are_reported(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"]:
+    for name in [
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+        "batches.meta",
+    ]:
         (folder / name).write_bytes(b"truncated")
     with pytest.raises(DataError, match="failed torchvision's check"):
         load_dataset(DataConfig(dataset="cifar10", root=str(tmp_path)), seed=0)
@@ -137,7 +162,9 @@ def test_synthetic_data_is_seeded_and_balanced_enough():
 
 
 def test_limits_take_the_same_subset_whatever_the_seed():
-    cfg = DataConfig(dataset="synthetic", train_limit=50, test_limit=20, synthetic_train_size=300, synthetic_test_size=60)
+    cfg = DataConfig(
+        dataset="synthetic", train_limit=50, test_limit=20, synthetic_train_size=300, synthetic_test_size=60
+    )
     first, second = load_dataset(cfg, seed=3), load_dataset(cfg, seed=3)
     assert len(first.train) == 50 and len(first.test) == 20
     assert torch.equal(first.train.images, second.train.images)
@@ -166,8 +193,13 @@ def test_batches_are_normalised_and_crops_are_real_shifted_flipped_copies():
     for batch, sources in split.train_batches(16, torch.Generator().manual_seed(0), augment=True):
         for x, source in zip(batch, sources.tolist()):
             img = x * 0.25 + 0.5
-            matches = [(dy, dx, flipped) for dy in range(9) for dx in range(9) for flipped in (False, True)
-                       if torch.allclose(img, _crop(padded[source], dy, dx, flipped), atol=1e-5)]
+            matches = [
+                (dy, dx, flipped)
+                for dy in range(9)
+                for dx in range(9)
+                for flipped in (False, True)
+                if torch.allclose(img, _crop(padded[source], dy, dx, flipped), atol=1e-5)
+            ]
             assert matches, "an augmented image is not a padded crop (or its mirror) of its source image"
             seen_offsets.add(matches[0][:2])
             flips += matches[0][2]
@@ -181,20 +213,29 @@ def _crop(padded: torch.Tensor, dy: int, dx: int, flipped: bool) -> torch.Tensor
     return crop.flip(-1) if flipped else crop
 
 
-@pytest.mark.parametrize("damage,fragment", [
-    (lambda blob: blob.update(train_labels=blob["train_labels"] + 7), "labels must lie in 0..2"),
-    (lambda blob: blob.update(test_images=blob["test_images"][:, :2]), "images must be uint8 [N, 3, H, W]"),
-    (lambda blob: blob["train_images"].__setitem__((0, 0, 0, 0), 255 - blob["train_images"][0, 0, 0, 0]),
-     "does not match its recorded content hash"),
-])
-def test_training_on_a_damaged_cache_exits_2_with_one_line_and_writes_nothing(cli, tmp_path, write_config, damage, fragment):
+@pytest.mark.parametrize(
+    "damage,fragment",
+    [
+        (lambda blob: blob.update(train_labels=blob["train_labels"] + 7), "labels must lie in 0..2"),
+        (lambda blob: blob.update(test_images=blob["test_images"][:, :2]), "images must be uint8 [N, 3, H, W]"),
+        (
+            lambda blob: blob["train_images"].__setitem__((0, 0, 0, 0), 255 - blob["train_images"][0, 0, 0, 0]),
+            "does not match its recorded content hash",
+        ),
+    ],
+)
+def test_training_on_a_damaged_cache_exits_2_with_one_line_and_writes_nothing(
+    cli, tmp_path, write_config, damage, fragment
+):
     make_image_tree(tmp_path / "src", per_class=(12, 4))
     import_image_folder(tmp_path / "src", tmp_path / "data")
     cache = tmp_path / "data" / CACHE_NAME
     blob = torch.load(cache, weights_only=True)
     damage(blob)
     torch.save(blob, cache)
-    config = write_config({"data": {"dataset": "imagefolder", "root": str(tmp_path / "data")}, "train": {"batch_size": 8}})
+    config = write_config(
+        {"data": {"dataset": "imagefolder", "root": str(tmp_path / "data")}, "train": {"batch_size": 8}}
+    )
     result = cli("train", "--config", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert fragment in result.stderr and not (tmp_path / "runs").exists()

@@ -21,9 +21,11 @@ from tests.test_resume import SignalAtStep, without_times
 # only difference left is the order in which float sums are added. Measured: 1e-7 or less on the losses after
 # 2 epochs and the same accuracies; the gap grows once training turns chaotic (2e-4 on the training loss at epoch
 # 3), so the comparison stops at 2 epochs.
-MATCHES = {"model": {"arch": "cifar-full", "width": 0.25, "norm": "lrn"},
-           "train": {"epochs": 2, "lr": 0.01, "batch_size": 32},
-           "data": {"synthetic_train_size": 512, "synthetic_test_size": 128}}
+MATCHES = {
+    "model": {"arch": "cifar-full", "width": 0.25, "norm": "lrn"},
+    "train": {"epochs": 2, "lr": 0.01, "batch_size": 32},
+    "data": {"synthetic_train_size": 512, "synthetic_test_size": 128},
+}
 # Two processes add the same float32 numbers in another order (gradient all-reduce, loss sums): measured 2e-8 here.
 # At lr 0.05 this net trains chaotically and the same rounding grew to 5e-4 by epoch 2 on a Zen 4 CPU (1e-5 after
 # epoch 1), so MATCHES uses lr 0.01.
@@ -32,9 +34,24 @@ LOSS_TOLERANCE = 1e-5
 
 def torchrun(*args, processes: int = 2, **popen) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             f"--nproc_per_node={processes}", "-m", "lrnbn", "train", *map(str, args)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "lrnbn",
+            "train",
+            *map(str, args),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
@@ -71,12 +88,16 @@ def test_two_gloo_processes_write_one_run_that_matches_one_process(tmp_path, wri
 
 
 # alexnet has dropout, which draws from each rank's own generator: a resume must restore every rank's.
-STOPPED = {"model": {"width": 0.125}, "train": {"epochs": 6, "batch_size": 16},
-           "data": {"synthetic_train_size": 256, "synthetic_test_size": 64}}
+STOPPED = {
+    "model": {"width": 0.125},
+    "train": {"epochs": 6, "batch_size": 16},
+    "data": {"synthetic_train_size": 256, "synthetic_test_size": 64},
+}
 
 
 def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_matches_an_uninterrupted_run(
-        tmp_path, write_config):
+    tmp_path, write_config
+):
     config = write_config(STOPPED)
     process = torchrun("--config", config, "--runs-dir", tmp_path / "stopped")
     deadline = time.time() + 120
@@ -125,10 +146,13 @@ def launched(monkeypatch):
         monkeypatch.setenv(key, value)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"train": {"batch_size": 31}}, "train.batch_size: 31 does not split evenly over 2 processes"),
-    ({"model": {"sync_bn": True}}, "model.sync_bn: SyncBatchNorm runs on CUDA only, but the device is cpu"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"train": {"batch_size": 31}}, "train.batch_size: 31 does not split evenly over 2 processes"),
+        ({"model": {"sync_bn": True}}, "model.sync_bn: SyncBatchNorm runs on CUDA only, but the device is cpu"),
+    ],
+)
 def test_torchrun_specific_checks(launched, overrides, message):
     with pytest.raises(UserError, match=message):
         Trainer.build(validate(merged(TINY, overrides)))

@@ -22,7 +22,11 @@ DOCUMENTED = {
     # cudnnLRNCrossChannelForward: alpha / N over c - floor((N-1)/2) .. c + N - 1 - floor((N-1)/2).
     "cudnn": (lambda c, n: c - (n - 1) // 2, lambda c, n: c + n - 1 - (n - 1) // 2, lambda alpha, n: alpha / n),
     # ONNX LRN: max(0, c - floor((size-1)/2)) <= i <= min(C-1, c + ceil((size-1)/2)), alpha / size.
-    "onnx": (lambda c, n: c - math.floor((n - 1) / 2), lambda c, n: c + math.ceil((n - 1) / 2), lambda alpha, n: alpha / n),
+    "onnx": (
+        lambda c, n: c - math.floor((n - 1) / 2),
+        lambda c, n: c + math.ceil((n - 1) / 2),
+        lambda alpha, n: alpha / n,
+    ),
     # Krizhevsky et al. 2012, section 3.3: sum from max(0, i - n/2) to min(N-1, i + n/2), alpha not divided.
     "alexnet-paper": (lambda c, n: c - n // 2, lambda c, n: c + n // 2, lambda alpha, n: alpha),
 }
@@ -72,7 +76,8 @@ def test_within_channel_matches_caffes_formula(size):
 
 
 def test_the_alexnet_papers_layer_in_three_frameworks_terms_is_one_layer():
-    # LRN-CONVENTIONS.md: the paper's layer is PyTorch's (5, alpha 5e-4, k 2) and TensorFlow's (r 2, bias 2, alpha 1e-4).
+    # docs/lrn-conventions.md: the paper's layer is PyTorch's (5, alpha 5e-4, k 2) and TensorFlow's (r 2, bias 2,
+    # alpha 1e-4).
     paper = canonical(5, 1e-4, 0.75, 2.0, "alexnet-paper")
     for other in (canonical(5, 5e-4, 0.75, 2.0, "pytorch"), canonical(5, 1e-4, 0.75, 2.0, "tensorflow")):
         assert (other.k, other.beta, other.before, other.after) == (paper.k, paper.beta, paper.before, paper.after)
@@ -96,11 +101,14 @@ def test_fast_equals_torch_in_fp32(size, layout):
     torch.testing.assert_close(x_fast.grad, x_torch.grad, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("convention,size", [("pytorch", 4), ("onnx", 4), ("cudnn", 5), ("tensorflow", 3), ("pytorch", 12)])
+@pytest.mark.parametrize(
+    "convention,size", [("pytorch", 4), ("onnx", 4), ("cudnn", 5), ("tensorflow", 3), ("pytorch", 12)]
+)
 def test_fast_backward_passes_gradcheck(convention, size):
     x = (torch.randn(2, 9, 3, 3, dtype=torch.float64) * 2).requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda t: local_response_norm(t, size, 0.2, 0.75, 1.5, convention=convention, impl="fast"), (x,))
+        lambda t: local_response_norm(t, size, 0.2, 0.75, 1.5, convention=convention, impl="fast"), (x,)
+    )
 
 
 def test_fast_under_bf16_autocast_accumulates_in_fp32_and_returns_the_input_dtype():
@@ -126,9 +134,17 @@ REJECTED = [
     ("cudnn_too_wide", {"convention": "cudnn", "size": 17}, "model.lrn.size: cuDNN accepts lrnN in 1..16"),
     ("cudnn_small_k", {"convention": "cudnn", "k": 1e-6}, "model.lrn.k: cuDNN needs lrnK >= 1e-5"),
     ("within_not_caffe", {"region": "within", "size": 3}, "model.lrn.region: region 'within' is Caffe's"),
-    ("within_even", {"convention": "caffe", "region": "within", "size": 2}, "model.lrn.size: Caffe's WITHIN_CHANNEL LRN needs an odd"),
+    (
+        "within_even",
+        {"convention": "caffe", "region": "within", "size": 2},
+        "model.lrn.size: Caffe's WITHIN_CHANNEL LRN needs an odd",
+    ),
     ("depth_radius_not_tf", {"depth_radius": 2}, "model.lrn.depth_radius: only the tensorflow convention has it"),
-    ("depth_radius_disagrees", {"convention": "tensorflow", "depth_radius": 2, "size": 7}, "size 7 disagrees with depth_radius 2"),
+    (
+        "depth_radius_disagrees",
+        {"convention": "tensorflow", "depth_radius": 2, "size": 7},
+        "size 7 disagrees with depth_radius 2",
+    ),
     ("unknown_convention", {"convention": "mxnet"}, "model.lrn.convention: Input should be 'pytorch'"),
     ("unknown_impl", {"impl": "cuda"}, "model.lrn.impl: Input should be 'torch' or 'fast'"),
 ]
@@ -143,6 +159,8 @@ def test_what_a_framework_rejects_is_a_config_error(cli, tmp_path, write_config,
 def test_tensorflow_depth_radius_is_the_window_2r_plus_1(write_config):
     from lrnbn.config import load_config
 
-    config = load_config(write_config({"model": {"norm": "lrn", "lrn": {"convention": "tensorflow", "depth_radius": 2}}}))
+    config = load_config(
+        write_config({"model": {"norm": "lrn", "lrn": {"convention": "tensorflow", "depth_radius": 2}}})
+    )
     assert config.model.lrn.size == 5
     assert load_config(write_config({"model": {"norm": "lrn", "lrn": config.model.lrn.model_dump()}})) == config

@@ -6,10 +6,20 @@ from tests.test_claims import LEARNS, timing_study
 def test_report_writes_markdown_tables_plots_and_claims_from_disk(tmp_path):
     timing_study(tmp_path / "runs", 10.0, {1: 12.0, 5: 14.0, 10: 18.0}, {1: 12.0, 5: 12.1, 10: 12.0})
     for seed in range(2):
-        make_run(tmp_path / "runs", "sweep", f"k1,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 1, "model.lrn.alpha": 0.01,
-                                                               "experiment.seed": seed}, LEARNS)
-        make_run(tmp_path / "runs", "sweep", f"k2,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 2, "model.lrn.alpha": 0.02,
-                                                               "experiment.seed": seed}, LEARNS[:2])
+        make_run(
+            tmp_path / "runs",
+            "sweep",
+            f"k1,seed={seed}",
+            {"model.norm": "lrn", "model.lrn.k": 1, "model.lrn.alpha": 0.01, "experiment.seed": seed},
+            LEARNS,
+        )
+        make_run(
+            tmp_path / "runs",
+            "sweep",
+            f"k2,seed={seed}",
+            {"model.norm": "lrn", "model.lrn.k": 2, "model.lrn.alpha": 0.02, "experiment.seed": seed},
+            LEARNS[:2],
+        )
     path, verdicts, tables = build_report([tmp_path / "runs"], tmp_path / "out", "md", target=0.5)
     text = path.read_text()
     assert path == tmp_path / "out" / "report.md"

@@ -18,8 +18,11 @@ from tests.conftest import TINY, merged
 from tests.test_train import TIMES
 
 # Dropout (alexnet) and augmentation both draw random numbers, so an RNG restored wrongly shows in the metrics.
-RESUMED = {"model": {"width": 0.125}, "train": {"epochs": 4, "batch_size": 16},
-           "data": {"synthetic_train_size": 768, "synthetic_test_size": 64}}
+RESUMED = {
+    "model": {"width": 0.125},
+    "train": {"epochs": 4, "batch_size": 16},
+    "data": {"synthetic_train_size": 768, "synthetic_test_size": 64},
+}
 KILLS = int(os.environ.get("LRNBN_TEST_KILLS", "3"))  # the closing note's figure used 5
 
 
@@ -34,8 +37,9 @@ def reference(tmp_path_factory):
 
 
 def _start(args):
-    return subprocess.Popen([sys.executable, "-m", "lrnbn", "train", *map(str, args)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrnbn", "train", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def _wait_for(predicate, timeout=120):
@@ -63,7 +67,11 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_metrics(tmp_path,
         kills += 1
         process = _start(["--resume", run_dir])
         # Wait until the resumed process has restored its checkpoint and recorded the resume.
-        _wait_for(lambda: len(RunDir(run_dir).read_summary().get("resumed", [])) == kills or process.poll() is not None)
+        _wait_for(
+            lambda k=kills, p=process: (
+                len(RunDir(run_dir).read_summary().get("resumed", [])) == k or p.poll() is not None
+            )
+        )
     _, stderr = process.communicate(timeout=300)
     # 0, or -SIGKILL when the last kill caught a process that had completed the run and was exiting.
     assert process.returncode in (0, -signal.SIGKILL), stderr.decode()
@@ -104,8 +112,9 @@ def test_resume_refuses_changes_to_the_experiment_but_allows_moving_the_data(tmp
     run_dir = run_training(validate(merged(TINY, {"train": {"epochs": 1}})), tmp_path).run_dir
     refused = cli("train", "--resume", run_dir.path, "--set", "train.lr=0.5")
     assert refused.exit_code == 2
-    assert refused.stderr.strip().startswith(f"error: {run_dir.path}: the run was made with train.lr = 0.02, not 0.5; "
-                                             "a run keeps its config")
+    assert refused.stderr.strip().startswith(
+        f"error: {run_dir.path}: the run was made with train.lr = 0.02, not 0.5; a run keeps its config"
+    )
     assert len(refused.stderr.strip().splitlines()) == 1
     allowed = cli("train", "--resume", run_dir.path, "--set", "train.eval_batch_size=7")
     assert allowed.exit_code == 0, allowed.output  # completed already: nothing to do, nothing changed

@@ -1,4 +1,4 @@
-"""log.tensorboard: event files that hold metrics.jsonl's numbers, each epoch once after resumes; a clear error without it."""
+"""log.tensorboard: event files with metrics.jsonl's numbers, each epoch once after a resume; an error without it."""
 
 import shutil
 import sys
@@ -12,8 +12,12 @@ from lrnbn.train import resume_training, run_training
 from tests.conftest import TINY, merged
 from tests.test_resume import SignalAtStep
 
-LOGGED = {"model": {"arch": "cifar-full", "width": 0.25}, "train": {"epochs": 3, "batch_size": 16},
-          "data": {"synthetic_train_size": 256, "synthetic_test_size": 64}, "log": {"tensorboard": True}}
+LOGGED = {
+    "model": {"arch": "cifar-full", "width": 0.25},
+    "train": {"epochs": 3, "batch_size": 16},
+    "data": {"synthetic_train_size": 256, "synthetic_test_size": 64},
+    "log": {"tensorboard": True},
+}
 
 
 def board(run_dir) -> EventAccumulator:
@@ -52,7 +56,9 @@ def test_without_tensorboard_installed_the_key_is_a_clear_error(tmp_path, cli, w
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # what `import tensorboard` meets when it is absent
     result = cli("train", "--config", write_config(LOGGED), "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("error: log.tensorboard: the tensorboard package is not installed; "
-                                     "pip install -e '.[tensorboard]' (or pip install tensorboard), or set "
-                                     "log.tensorboard: false")
+    assert result.stderr.strip() == (
+        "error: log.tensorboard: the tensorboard package is not installed; "
+        "pip install -e '.[tensorboard]' (or pip install tensorboard), or set "
+        "log.tensorboard: false"
+    )
     assert not (tmp_path / "runs").exists()

@@ -14,8 +14,11 @@ from lrnbn.trainer import lr_factor
 from tests.conftest import TINY, merged
 
 # cifar-full learns the synthetic shapes in seconds: 75-82% test accuracy after 4 epochs (seeds 0, 1).
-LEARNS = {"model": {"arch": "cifar-full", "width": 0.5}, "train": {"epochs": 4, "lr": 0.05},
-          "data": {"synthetic_train_size": 1024, "synthetic_test_size": 256}}
+LEARNS = {
+    "model": {"arch": "cifar-full", "width": 0.5},
+    "train": {"epochs": 4, "lr": 0.05},
+    "data": {"synthetic_train_size": 1024, "synthetic_test_size": 256},
+}
 TIMES = {"epoch_time_s", "eval_time_s", "images_per_s"}
 
 
@@ -27,7 +30,13 @@ def test_synthetic_run_learns_well_above_chance_and_leaves_a_complete_run_direct
     run_dir = run(tmp_path, LEARNS)
     assert run_dir.path.parent == tmp_path / "runs" / "tiny"
     assert sorted(p.name for p in run_dir.path.iterdir()) == [
-        ".lock", "checkpoint.pt", "config.yaml", "env.json", "metrics.jsonl", "summary.json"]
+        ".lock",
+        "checkpoint.pt",
+        "config.yaml",
+        "env.json",
+        "metrics.jsonl",
+        "summary.json",
+    ]
 
     config = Config.model_validate(yaml.safe_load(run_dir.read_config_text()))
     assert config == validate(merged(TINY, LEARNS))
@@ -42,8 +51,17 @@ def test_synthetic_run_learns_well_above_chance_and_leaves_a_complete_run_direct
     records, truncated = run_dir.read_metrics()
     assert not truncated and [r["epoch"] for r in records] == [1, 2, 3, 4]
     for r in records:
-        assert {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "eval_time_s",
-                "images_per_s", "lr"} <= set(r)
+        assert {
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "test_loss",
+            "test_acc",
+            "epoch_time_s",
+            "eval_time_s",
+            "images_per_s",
+            "lr",
+        } <= set(r)
         assert 0 <= r["train_acc"] <= 1 and 0 <= r["test_acc"] <= 1 and r["epoch_time_s"] > 0
         assert r["images_per_s"] == pytest.approx(1024 // 32 * 32 / r["epoch_time_s"])
 
@@ -65,8 +83,10 @@ def test_same_seed_gives_identical_metrics_on_cpu_and_another_seed_does_not(tmp_
 
 
 def test_non_finite_loss_stops_the_run_as_diverged_with_exit_code_3(tmp_path):
-    result = run_training(validate(merged(TINY, {"model": {"arch": "cifar-full"},
-                                                 "train": {"lr": 10, "momentum": 0.99, "epochs": 3}})), tmp_path)
+    result = run_training(
+        validate(merged(TINY, {"model": {"arch": "cifar-full"}, "train": {"lr": 10, "momentum": 0.99, "epochs": 3}})),
+        tmp_path,
+    )
     assert result.exit_code == 3
     summary = result.run_dir.read_summary()
     assert summary["status"] == "diverged" and summary["stopped_at"]["epoch"] == 1
@@ -76,8 +96,11 @@ def test_non_finite_loss_stops_the_run_as_diverged_with_exit_code_3(tmp_path):
 
 def test_sigterm_stops_between_steps_writes_status_interrupted_and_exits_130(tmp_path, write_config):
     config = write_config({**LEARNS, "train": {**LEARNS["train"], "epochs": 500}})
-    process = subprocess.Popen([sys.executable, "-m", "lrnbn", "train", "--config", str(config),
-                                "--runs-dir", str(tmp_path / "runs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lrnbn", "train", "--config", str(config), "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while not list((tmp_path / "runs").rglob("metrics.jsonl")) and time.time() < deadline:
         time.sleep(0.2)
@@ -91,11 +114,14 @@ def test_sigterm_stops_between_steps_writes_status_interrupted_and_exits_130(tmp
     assert not truncated and len(records) == summary["epochs_done"]
 
 
-@pytest.mark.parametrize("schedule,expected", [
-    ("constant", [0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
-    ("step", [0.25, 0.5, 0.75, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]),
-    ("cosine", [0.25, 0.5, 0.75, 1] + [0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]),
-])
+@pytest.mark.parametrize(
+    "schedule,expected",
+    [
+        ("constant", [0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
+        ("step", [0.25, 0.5, 0.75, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]),
+        ("cosine", [0.25, 0.5, 0.75, 1] + [0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]),
+    ],
+)
 def test_lr_schedules_after_warmup(schedule, expected):
     # 4 epochs of 3 steps; warm-up 4/3 epochs = 4 steps; step decay every 2 epochs by 0.5.
     cfg = TrainConfig(epochs=4, schedule=schedule, warmup_epochs=4 / 3, step_every=2, step_gamma=0.5)
