@@ -48,28 +48,47 @@ def study_table(variants: list[Variant], target: float) -> list[dict]:
         epochs = [e for e, _ in reached if e]
         seconds = [s for e, s in reached if e]
         median = quartiles(v.epoch_times())[1] if v.epoch_times() else math.nan
-        rows.append({
-            "variant": v.label,
-            "runs": " ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=lambda x: STATUS_ORDER.index(x[0])
-                                                          if x[0] in STATUS_ORDER else 99)),
-            "final test acc": _pm(v.final_accs()),
-            "best test acc": _pm(v.best_accs()),
-            "train-test gap": (f"{100 * mean_std(v.gaps())[0]:+.1f} points" if v.gaps() else "-"),
-            f"epochs to {100 * target:.0f}%": f"{sum(epochs) / len(epochs):.1f} ({len(epochs)}/{len(reached)})" if epochs else f"never (0/{len(reached)})",
-            f"train s to {100 * target:.0f}%": f"{sum(seconds) / len(seconds):.0f}" if seconds else "-",
-            "median epoch s": f"{median:.2f}" if not math.isnan(median) else "-",
-            "ratio to BN": f"{median / bn_median:.2f}" if not (math.isnan(median) or math.isnan(bn_median)) else "-",
-            "params": v.runs[0].env.get("model", {}).get("trainable", "?"),
-        })
+        rows.append(
+            {
+                "variant": v.label,
+                "runs": " ".join(
+                    f"{n} {s}"
+                    for s, n in sorted(
+                        statuses.items(), key=lambda x: STATUS_ORDER.index(x[0]) if x[0] in STATUS_ORDER else 99
+                    )
+                ),
+                "final test acc": _pm(v.final_accs()),
+                "best test acc": _pm(v.best_accs()),
+                "train-test gap": (f"{100 * mean_std(v.gaps())[0]:+.1f} points" if v.gaps() else "-"),
+                f"epochs to {100 * target:.0f}%": f"{sum(epochs) / len(epochs):.1f} ({len(epochs)}/{len(reached)})"
+                if epochs
+                else f"never (0/{len(reached)})",
+                f"train s to {100 * target:.0f}%": f"{sum(seconds) / len(seconds):.0f}" if seconds else "-",
+                "median epoch s": f"{median:.2f}" if not math.isnan(median) else "-",
+                "ratio to BN": f"{median / bn_median:.2f}"
+                if not (math.isnan(median) or math.isnan(bn_median))
+                else "-",
+                "params": v.runs[0].env.get("model", {}).get("trainable", "?"),
+            }
+        )
     return rows
 
 
 def _machine(variants: list[Variant]) -> str:
     """Where the runs were timed: device, CPU threads and, for torchrun runs, the number of processes."""
-    machines = {(r.env.get("device", {}).get("name", "?"), r.env.get("cpu_threads"),
-                 (r.env.get("distributed") or {}).get("world_size", 1)) for v in variants for r in v.runs}
-    return "; ".join(f"{name}, {threads} threads" + (f" x {processes} processes" if processes > 1 else "")
-                     for name, threads, processes in sorted(machines, key=str))
+    machines = {
+        (
+            r.env.get("device", {}).get("name", "?"),
+            r.env.get("cpu_threads"),
+            (r.env.get("distributed") or {}).get("world_size", 1),
+        )
+        for v in variants
+        for r in v.runs
+    }
+    return "; ".join(
+        f"{name}, {threads} threads" + (f" x {processes} processes" if processes > 1 else "")
+        for name, threads, processes in sorted(machines, key=str)
+    )
 
 
 def _dataset(variants: list[Variant]) -> str:
@@ -89,6 +108,19 @@ def _plt():
     return plt
 
 
+def _figure(ncols: int = 1, figsize=(7, 4.5)):
+    """A figure whose layout engine places the two-line title and the panels with no empty band between them."""
+    fig, axes = _plt().subplots(1, ncols, figsize=figsize, squeeze=False, layout="constrained")
+    return fig, axes[0]
+
+
+def _integer_x(ax) -> None:
+    """Epochs and steps are counts: no tick at 1.5."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _save(fig, ax, title: str, variants: list[Variant], path: Path, grid: bool = True) -> Path:
     """Title (with the dataset and machine, so a plot stands on its own), legend, grid; write the PNG."""
     fig.suptitle(f"{title}\n{_dataset(variants)} | {_machine(variants)}", fontsize=8)
@@ -96,15 +128,13 @@ def _save(fig, ax, title: str, variants: list[Variant], path: Path, grid: bool =
         ax.legend(fontsize=7)
     if grid:
         ax.grid(alpha=0.3)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path
 
 
 def plot_accuracy(study: str, variants: list[Variant], out: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax,) = _figure()
     for v in variants:
         finished = v.finished
         if not finished:
@@ -112,32 +142,45 @@ def plot_accuracy(study: str, variants: list[Variant], out: Path) -> Path:
         epochs = range(1, max(len(r.metrics) for r in finished) + 1)
         per_epoch = [[r.metrics[e - 1]["test_acc"] * 100 for r in finished if len(r.metrics) >= e] for e in epochs]
         mean = [sum(x) / len(x) for x in per_epoch]
-        line, = ax.plot(list(epochs), mean, marker="o", ms=3, label=f"{v.label} (n={len(finished)})")
-        ax.fill_between(list(epochs), [min(x) for x in per_epoch], [max(x) for x in per_epoch], alpha=0.2,
-                        color=line.get_color())
+        (line,) = ax.plot(list(epochs), mean, marker="o", ms=3, label=f"{v.label} (n={len(finished)})")
+        ax.fill_between(
+            list(epochs), [min(x) for x in per_epoch], [max(x) for x in per_epoch], alpha=0.2, color=line.get_color()
+        )
     ax.set(xlabel="epoch", ylabel="test accuracy (%)")
-    return _save(fig, ax, f"{study}: test accuracy (mean, band = min-max over seeds)", variants,
-                 out / f"{study}-accuracy.png")
+    _integer_x(ax)
+    return _save(
+        fig, ax, f"{study}: test accuracy (mean, band = min-max over seeds)", variants, out / f"{study}-accuracy.png"
+    )
 
 
 def plot_time_vs_n(study: str, variants: list[Variant], out: Path) -> Path | None:
     lrn = [v for v in variants if v.get("model.norm") == "lrn" and v.epoch_times()]
     if len({v.get("model.lrn.size") for v in lrn}) < 2:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax,) = _figure()
     for impl in sorted({v.get("model.lrn.impl") for v in lrn}):
-        points = sorted((v.get("model.lrn.size"), quartiles(v.epoch_times())) for v in lrn if v.get("model.lrn.impl") == impl)
+        points = sorted(
+            (v.get("model.lrn.size"), quartiles(v.epoch_times())) for v in lrn if v.get("model.lrn.impl") == impl
+        )
         sizes = [n for n, _ in points]
         medians = [q[1] for _, q in points]
-        ax.errorbar(sizes, medians, yerr=[[q[1] - q[0] for _, q in points], [q[2] - q[1] for _, q in points]],
-                    marker="o", capsize=3, label=f"LRN, impl {impl}")
+        ax.errorbar(
+            sizes,
+            medians,
+            yerr=[[q[1] - q[0] for _, q in points], [q[2] - q[1] for _, q in points]],
+            marker="o",
+            capsize=3,
+            label=f"LRN, impl {impl}",
+        )
     for norm, style in (("bn", "--"), ("none", ":")):
         times = [t for v in variants if v.get("model.norm") == norm for t in v.epoch_times()]
         if times:
             ax.axhline(quartiles(times)[1], linestyle=style, color="k", label=f"{norm} (median)")
     ax.set(xlabel="LRN window n (channels)", ylabel="epoch time, training phase (s)")
-    return _save(fig, ax, f"{study}: epoch time vs LRN n (median, bars = IQR)", variants, out / f"{study}-time-vs-n.png")
+    _integer_x(ax)
+    return _save(
+        fig, ax, f"{study}: epoch time vs LRN n (median, bars = IQR)", variants, out / f"{study}-time-vs-n.png"
+    )
 
 
 # The note's questions are about LRN's settings: the heatmap prefers these keys, in this order, when they vary.
@@ -153,16 +196,25 @@ def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
     variants = [v for v in variants if row_key in v.settings and col_key in v.settings]
     rows = sorted({v.get(row_key) for v in variants}, key=str)
     cols = sorted({v.get(col_key) for v in variants}, key=str)
-    grid = [[[a for v in variants if v.get(row_key) == r and v.get(col_key) == c for a in v.final_accs()]
-             for c in cols] for r in rows]
+    grid = [
+        [[a for v in variants if v.get(row_key) == r and v.get(col_key) == c for a in v.final_accs()] for c in cols]
+        for r in rows
+    ]
     values = [[100 * sum(cell) / len(cell) if cell else math.nan for cell in row] for row in grid]
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.4 * len(cols) + 3, 0.6 * len(rows) + 2.5))
+    fig, (ax,) = _figure(figsize=(1.4 * len(cols) + 3, 0.6 * len(rows) + 2.5))
     image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for i, row in enumerate(values):
         for j, value in enumerate(row):
             empty = math.isnan(value)  # no run at this cell: the background shows through
-            ax.text(j, i, "-" if empty else f"{value:.1f}", ha="center", va="center", color="k" if empty else "w", fontsize=8)
+            ax.text(
+                j,
+                i,
+                "-" if empty else f"{value:.1f}",
+                ha="center",
+                va="center",
+                color="k" if empty else "w",
+                fontsize=8,
+            )
     names = short_names([row_key, col_key])
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
@@ -170,7 +222,8 @@ def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
     others = keys[2:]
     fig.colorbar(image, ax=ax, label="test accuracy (%)")
     title = f"{study}: final test accuracy (%), mean over seeds" + (
-        f" and {', '.join(short_names(others).values())}" if others else "")
+        f" and {', '.join(short_names(others).values())}" if others else ""
+    )
     return _save(fig, ax, title, variants, out / f"{study}-heatmap.png", grid=False)
 
 
@@ -192,27 +245,42 @@ def plot_probes(study: str, variants: list[Variant], out: Path) -> list[Path]:
     if not probed:
         return []
     positions = max(len(r.probes[0]["layers"]) for v in probed for r in v.runs if r.probes)
-    plt = _plt()
-    fig, axes = plt.subplots(1, positions, figsize=(5 * positions, 4), squeeze=False)
-    for position, ax in enumerate(axes[0]):
+    fig, axes = _figure(positions, figsize=(5 * positions, 4))
+    for position, ax in enumerate(axes):
         for v in probed:
-            steps, values = _probe_series(v, lambda p: p["layers"][position]["output_drift"]
-                                          if position < len(p["layers"]) else None)
+            steps, values = _probe_series(
+                v, lambda p, i=position: p["layers"][i]["output_drift"] if i < len(p["layers"]) else None
+            )
             ax.plot(steps, values, label=v.label)
         ax.set(xlabel="step", ylabel="drift of the layer's output (in stds)", yscale="log")
+        _integer_x(ax)
         ax.set_title(f"norm position {position}", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    paths = [_save(fig, axes[0][-1], f"{study}: drift between probe points of each normalized layer's output "
-                   "(the next layer's input), mean over seeds", variants, out / f"{study}-drift.png")]
+    axes[0].legend(fontsize=7)
+    paths = [
+        _save(
+            fig,
+            axes[-1],
+            f"{study}: drift between probe points of each normalized layer's output "
+            "(the next layer's input), mean over seeds",
+            variants,
+            out / f"{study}-drift.png",
+        )
+    ]
     for name, pick, label, log in (
-            ("updates", lambda p: sum(w["update_ratio"] for w in p["weights"]) / len(p["weights"]),
-             "relative weight update per step, mean over layers", True),
-            ("filter-similarity", lambda p: p["filter_similarity"], "conv1 filter similarity (mean |cos|)", False)):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        (
+            "updates",
+            lambda p: sum(w["update_ratio"] for w in p["weights"]) / len(p["weights"]),
+            "relative weight update per step, mean over layers",
+            True,
+        ),
+        ("filter-similarity", lambda p: p["filter_similarity"], "conv1 filter similarity (mean |cos|)", False),
+    ):
+        fig, (ax,) = _figure()
         for v in probed:
             ax.plot(*_probe_series(v, pick), label=v.label)
         ax.set(xlabel="step", ylabel=label, yscale="log" if log else "linear")
+        _integer_x(ax)
         paths.append(_save(fig, ax, f"{study}: {label}, mean over seeds", variants, out / f"{study}-{name}.png"))
     return paths
 
@@ -229,9 +297,11 @@ def filter_grids(study: str, variants: list[Variant], out: Path) -> tuple[list[P
         target = out / f"{study}-filters-{tag}.png"
         shutil.copyfile(run.path / FILTERS_FILE, target)
         paths.append(target)
-    text = (f"conv1 filters of the worst run ({worst.path.name}: {100 * worst.metrics[-1]['test_acc']:.1f}%, filter "
-            f"similarity {worst.probes[-1]['filter_similarity']:.2f}) and the best ({best.path.name}: "
-            f"{100 * best.metrics[-1]['test_acc']:.1f}%, similarity {best.probes[-1]['filter_similarity']:.2f}).")
+    text = (
+        f"conv1 filters of the worst run ({worst.path.name}: {100 * worst.metrics[-1]['test_acc']:.1f}%, filter "
+        f"similarity {worst.probes[-1]['filter_similarity']:.2f}) and the best ({best.path.name}: "
+        f"{100 * best.metrics[-1]['test_acc']:.1f}%, similarity {best.probes[-1]['filter_similarity']:.2f})."
+    )
     return paths, text
 
 
@@ -240,10 +310,15 @@ def probe_table(variants: list[Variant]) -> list[dict]:
     for v in variants:
         summary = probe_summary(v)
         if summary:
-            rows.append({"variant": v.label, "input drift": f"{summary['input_drift']:.3f}",
-                         "output drift": f"{summary['output_drift']:.3f}",
-                         "update ratio per step": f"{summary['update_ratio']:.2e}",
-                         "final filter similarity": f"{summary['filter_similarity']:.3f}"})
+            rows.append(
+                {
+                    "variant": v.label,
+                    "input drift": f"{summary['input_drift']:.3f}",
+                    "output drift": f"{summary['output_drift']:.3f}",
+                    "update ratio per step": f"{summary['update_ratio']:.2e}",
+                    "final filter similarity": f"{summary['filter_similarity']:.3f}",
+                }
+            )
     return rows
 
 
@@ -253,12 +328,19 @@ def probe_table(variants: list[Variant]) -> list[dict]:
 
 def _claim_section(verdict: Verdict) -> Section:
     section = Section(f"{verdict.claim}: {verdict.verdict}", level=3)
-    section.paragraphs += [f"*Claim:* {verdict.statement}", f"*Verdict:* **{verdict.verdict}**. {verdict.reason}",
-                           f"*Thresholds:* {verdict.thresholds}.",
-                           f"*Runs used:* {len(verdict.runs)}" + (f" (under {_common_parent(verdict.runs)})" if verdict.runs else "")]
+    section.paragraphs += [
+        f"*Claim:* {verdict.statement}",
+        f"*Verdict:* **{verdict.verdict}**. {verdict.reason}",
+        f"*Thresholds:* {verdict.thresholds}.",
+        f"*Runs used:* {len(verdict.runs)}" + (f" (under {_common_parent(verdict.runs)})" if verdict.runs else ""),
+    ]
     if verdict.evidence:
-        section.tables.append([{k: ("yes" if v is True else "no" if v is False else v) for k, v in row.items()}
-                               for row in verdict.evidence])
+        section.tables.append(
+            [
+                {k: ("yes" if v is True else "no" if v is False else v) for k, v in row.items()}
+                for row in verdict.evidence
+            ]
+        )
     return section
 
 
@@ -272,25 +354,47 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
     if not runs:
         raise UserError(f"no run directories under {', '.join(map(str, paths))}")
     studies = group(runs)
-    sections = [Section("lrnbn report", level=1, paragraphs=[
-        f"{len(runs)} runs in {len(studies)} studies, read from {', '.join(map(str, paths))}. Accuracies are test "
-        f"accuracies (fractions shown as %), mean +- std over seeds; epoch times cover the training phase only. "
-        f"Target accuracy for 'epochs to': {100 * target:.0f}%."])]
+    sections = [
+        Section(
+            "lrnbn report",
+            level=1,
+            paragraphs=[
+                f"{len(runs)} runs in {len(studies)} studies, read from {', '.join(map(str, paths))}. Accuracies are "
+                f"test accuracies (fractions shown as %), mean +- std over seeds; epoch times cover the training phase "
+                f"only. "
+                f"Target accuracy for 'epochs to': {100 * target:.0f}%."
+            ],
+        )
+    ]
     truncated = [str(r.path) for r in runs if r.truncated]
     if truncated:
-        sections[0].paragraphs.append("metrics.jsonl ended in a truncated line (a crash) in: " + ", ".join(truncated)
-                                      + "; that line was left out.")
+        sections[0].paragraphs.append(
+            "metrics.jsonl ended in a truncated line (a crash) in: "
+            + ", ".join(truncated)
+            + "; that line was left out."
+        )
     tables = {}
     for study, variants in studies.items():
-        section = Section(f"Study {study}", paragraphs=[f"Dataset: {_dataset(variants)}. Machine: {_machine(variants)}."])
+        section = Section(
+            f"Study {study}", paragraphs=[f"Dataset: {_dataset(variants)}. Machine: {_machine(variants)}."]
+        )
         tables[study] = study_table(variants, target)
         section.tables.append(tables[study])
-        section.images += [p for p in (plot_accuracy(study, variants, out), plot_time_vs_n(study, variants, out),
-                                       plot_heatmap(study, variants, out)) if p]
+        section.images += [
+            p
+            for p in (
+                plot_accuracy(study, variants, out),
+                plot_time_vs_n(study, variants, out),
+                plot_heatmap(study, variants, out),
+            )
+            if p
+        ]
         probes = probe_table(variants)
         if probes:
-            section.paragraphs.append("Probes (see lrnbn/probes.py): drift is the mean shift of a normalized layer's "
-                                      "per-channel means between probe points, in units of the earlier std.")
+            section.paragraphs.append(
+                "Probes (see lrnbn/probes.py): drift is the mean shift of a normalized layer's "
+                "per-channel means between probe points, in units of the earlier std."
+            )
             section.tables.append(probes)
             section.images += plot_probes(study, variants, out)
             grids, text = filter_grids(study, variants, out)
@@ -299,7 +403,9 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
                 section.images += grids
         sections.append(section)
     verdicts = all_claims(studies, target)
-    sections.append(Section("Claims", paragraphs=["Each verdict is computed from the runs above; see lrnbn/claims.py."]))
+    sections.append(
+        Section("Claims", paragraphs=["Each verdict is computed from the runs above; see lrnbn/claims.py."])
+    )
     sections += [_claim_section(v) for v in verdicts]
     return sections, verdicts, tables
 
@@ -335,16 +441,22 @@ def render_html(sections: list[Section]) -> str:
         body += [f"<p>{inline(p)}</p>" for p in s.paragraphs]
         for table in (t for t in s.tables if t):
             head = "".join(f"<th>{html.escape(k)}</th>" for k in table[0])
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(k, '')))}</td>" for k in table[0]) + "</tr>"
-                           for r in table)
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(str(r.get(k, '')))}</td>" for k in table[0]) + "</tr>"
+                for r in table
+            )
             body.append(f"<table><tr>{head}</tr>{rows}</table>")
         for p in s.images:
             data = base64.b64encode(p.read_bytes()).decode()
             body.append(f'<p><img alt="{html.escape(p.stem)}" src="data:image/png;base64,{data}"></p>')
-    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>lrnbn report</title><style>{style}</style></head>" \
-           f"<body>{''.join(body)}</body></html>\n"
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>lrnbn report</title><style>{style}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
 
 
 def build_report(paths: list[Path], out: Path, fmt: str = "md", target: float = 0.5):

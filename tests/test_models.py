@@ -42,3 +42,13 @@ def test_width_scales_channels_and_other_class_counts_work():
     model = build_model(ModelConfig(arch="cifar-full", width=2.0, norm="none"), num_classes=7)
     assert model[0][0].out_channels == 64
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_norm_parameter_count_sees_batch_norm_turned_into_sync_batch_norm():
+    # torchrun with model.sync_bn swaps every BatchNorm2d for SyncBatchNorm, which is not a subclass of it.
+    model = build_model(ModelConfig(norm="bn", width=0.5), 10)
+    plain = count_parameters(model)
+    synced_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in synced_model.modules())
+    synced = count_parameters(synced_model)
+    assert synced == plain and synced["norm_trainable"] == 2 * (32 + 96)
