@@ -1,9 +1,11 @@
-"""Micro-benchmarks that print ratios measured side by side in one run.
+"""Benchmarks that print ratios measured side by side in one run. Every variant is timed once per round, in turn
+(interleaved), so that the machine's drift hits all of them alike; figures are medians with min-max.
 
-`bench_lrn`: forward + backward of BatchNorm2d, the stock (torch) LRN and the fast LRN for several window sizes,
-interleaved (every repeat times each variant once, in turn) so that the machine's drift hits all of them alike.
-Two reference rows bound what an elementwise implementation can reach: one elementwise pass over the tensor
-(x * y) and one pass of pow (the exponent -beta that LRN needs and BN does not).
+`bench_lrn`: forward + backward of BatchNorm2d and of each LRN implementation for several window sizes. Two
+reference rows bound what an elementwise implementation can reach: one elementwise pass over the tensor (x * y) and
+one pass of pow (the exponent -beta that LRN needs and BN does not).
+`bench_train`: one training step (forward, backward, SGD) of a whole model per normalization, precision and memory
+format.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from lrnbn.lrn import IMPLS, local_response_norm
+from lrnbn.norms import NORMS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -77,17 +80,7 @@ def bench_lrn(
     variants.append(("elementwise-pass", None, lambda: plain * grad))
     variants.append(("pow-pass", None, lambda: plain.abs().add_(1).pow_(-0.75)))
 
-    time_once = _timer(dev)
-    samples: dict[int, list[float]] = {i: [] for i in range(len(variants))}
-    rounds = warmup + repeats
-    for round_ in range(rounds):
-        for i, (_, _, work) in enumerate(variants):
-            elapsed = time_once(work)
-            if round_ >= warmup:
-                samples[i].append(elapsed)
-        if progress:
-            progress(round_ + 1, rounds)
-
+    samples = _interleaved([work for _, _, work in variants], _timer(dev), repeats, warmup, progress)
     bn_median = statistics.median(samples[0])
     results = []
     for i, (impl, size, _) in enumerate(variants):
@@ -106,16 +99,139 @@ def bench_lrn(
 
 
 def lrn_targets(results: list[dict]) -> dict:
-    """The issue's targets, computed from one run's results."""
-    fast = {r["size"]: r["median_ms"] for r in results if r["impl"] == "fast"}
-    stock = {r["size"]: r["median_ms"] for r in results if r["impl"] == "torch"}
+    """Per implementation other than the stock one: its slowest ratio to BN, its flatness in n (slowest over
+    fastest) and how many times faster than the stock layer it is at n = 5 (or the middle n)."""
     bn = next(r["median_ms"] for r in results if r["impl"] == "bn")
-    n = 5 if 5 in fast else sorted(fast)[len(fast) // 2]
+    by_impl = {impl: {r["size"]: r["median_ms"] for r in results if r["impl"] == impl} for impl in IMPLS}
+    stock = by_impl.pop("torch")
+    targets = {}
+    for impl, times in by_impl.items():
+        n = 5 if 5 in times else sorted(times)[len(times) // 2]
+        targets[f"{impl}_max_ratio_to_bn"] = max(times.values()) / bn
+        targets[f"{impl}_flatness_max_over_min"] = max(times.values()) / min(times.values())
+        targets[f"torch_over_{impl}_at_n{n}"] = stock[n] / times[n]
+    return targets
+
+
+# Every normalization, LRN once per implementation.
+TRAIN_NORMS = tuple(n for n in NORMS if n != "lrn") + tuple(f"lrn-{impl}" for impl in IMPLS)
+PRECISIONS = ("fp32", "bf16")
+FORMATS = ("contiguous", "channels_last")
+
+
+def bench_train(
+    arch: str = "alexnet",
+    width: float = 0.5,
+    batch_size: int = 128,
+    device: str = "cpu",
+    threads: int | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    norms=None,
+    precisions=PRECISIONS,
+    formats=FORMATS,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """One SGD step (forward, backward, update) on a fixed random batch for every norm x precision x memory format.
+
+    LRN is the AlexNet paper's layer (n 5, alpha 1e-4, beta 0.75, k 2). bf16 is autocast, where the device has
+    native bf16 (otherwise those variants are skipped and `skipped` says why). Returns the rows (median, min, max ms;
+    ratios to BN in the same precision and format, and to the fp32 contiguous BN step) and what was skipped."""
+    from lrnbn.config import LRNConfig, ModelConfig
+    from lrnbn.errors import UserError
+    from lrnbn.machine import check_amp
+    from lrnbn.models import build_model
+    from lrnbn.trainer import autocast, lrn_kernel_status
+
+    norms = norms or TRAIN_NORMS
+    unknown = [n for n in norms if n not in TRAIN_NORMS]
+    if unknown:
+        raise ValueError(f"unknown norm {unknown[0]!r}; choose from {', '.join(TRAIN_NORMS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    skipped = {}
+    if "bf16" in precisions:
+        try:
+            check_amp(dev)
+        except UserError as err:
+            skipped["bf16"] = str(err)
+            precisions = [p for p in precisions if p != "bf16"]
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 3, 32, 32, generator=generator).to(dev)
+    labels = torch.randint(0, 10, (batch_size,), generator=generator).to(dev)
+    variants, kernels = [], {}
+    for norm in norms:
+        name, _, impl = norm.partition("-")
+        lrn = LRNConfig(convention="alexnet-paper", size=5, alpha=1e-4, k=2.0, impl=impl or "torch")
+        cfg = ModelConfig(arch=arch, width=width, norm=name, lrn=lrn)
+        if name == "lrn":
+            from lrnbn.config import Config
+
+            kernels[norm] = lrn_kernel_status(Config(model=cfg), dev)
+        for fmt in formats:
+            memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+            for precision in precisions:
+                torch.manual_seed(0)
+                model = build_model(cfg, 10).to(dev, memory_format=memory_format).train()
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+                batch = images.contiguous(memory_format=memory_format)
+
+                def step(model=model, optimizer=optimizer, batch=batch, amp=precision == "bf16"):
+                    with autocast(dev, amp):
+                        logits = model(batch)
+                    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+
+                variants.append(((norm, precision, fmt), step))
+    samples = _interleaved([work for _, work in variants], _timer(dev), repeats, warmup, progress)
+    medians = {key: statistics.median(samples[i]) for i, (key, _) in enumerate(variants)}
+    reference = medians.get(("bn", "fp32", "contiguous"))
+    rows = []
+    for i, (key, _) in enumerate(variants):
+        norm, precision, fmt = key
+        bn = medians.get(("bn", precision, fmt))
+        rows.append(
+            {
+                "norm": norm,
+                "precision": precision,
+                "format": fmt,
+                "median_ms": medians[key],
+                "min_ms": min(samples[i]),
+                "max_ms": max(samples[i]),
+                "ratio_to_bn": medians[key] / bn if bn else None,
+                "ratio_to_fp32_contiguous_bn": medians[key] / reference if reference else None,
+            }
+        )
     return {
-        "fast_max_ratio_to_bn": max(fast.values()) / bn,
-        "fast_flatness_max_over_min": max(fast.values()) / min(fast.values()),
-        f"torch_over_fast_at_n{n}": stock[n] / fast[n],
+        "rows": rows,
+        "skipped": skipped,
+        "lrn_kernels": kernels,
+        "setting": {
+            "arch": arch,
+            "width": width,
+            "batch_size": batch_size,
+            "device": device,
+            "threads": torch.get_num_threads(),
+            "repeats": repeats,
+        },
     }
+
+
+def _interleaved(works: list[Callable[[], None]], time_once, repeats: int, warmup: int, progress) -> list[list[float]]:
+    """Time every work once per round, in turn, for warmup + repeats rounds; the timed rounds' samples (ms)."""
+    samples: list[list[float]] = [[] for _ in works]
+    rounds = warmup + repeats
+    for round_ in range(rounds):
+        for i, work in enumerate(works):
+            elapsed = time_once(work)
+            if round_ >= warmup:
+                samples[i].append(elapsed)
+        if progress:
+            progress(round_ + 1, rounds)
+    return samples
 
 
 def bench_probes(config, repeats: int = 3, progress: Callable[[int, int], None] | None = None) -> dict:

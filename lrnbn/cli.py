@@ -278,7 +278,7 @@ def bench_lrn(
     channels_last: bool = typer.Option(False, help="Use a channels_last input."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ) -> None:
-    """Forward+backward of BatchNorm2d, torch LRN and fast LRN over n: medians and ratios to BN."""
+    """Forward+backward of BatchNorm2d and each LRN implementation over n: medians and ratios to BN."""
     from rich.progress import Progress
     from rich.table import Table
 
@@ -327,8 +327,98 @@ def bench_lrn(
     console.print(table)
     for name, value in lrn_targets(results).items():
         console.print(f"{name}: {value:.2f}")
+    from lrnbn import fused
+
+    console.print(f"impl fused ran as: {fused.status(torch.device(device).type)}")
     if json_path is not None:
         json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+@bench_app.command("train")
+@user_errors
+def bench_train(
+    arch: str = typer.Option("alexnet", help="Model: alexnet or cifar-full."),
+    width: float = typer.Option(0.5, help="model.width."),
+    batch_size: int = typer.Option(128, min=1, help="Images per step."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's)."),
+    repeats: int = typer.Option(5, min=1, help="Timed rounds; each times every variant once, in turn."),
+    warmup: int = typer.Option(2, min=0, help="Untimed rounds first."),
+    norms: str | None = typer.Option(
+        None, help="Norms to time, e.g. bn,lrn-fused (lrn-IMPL: an LRN implementation). Default: every one."
+    ),
+    precisions: str = typer.Option("fp32,bf16", help="fp32 and/or bf16 (autocast)."),
+    formats: str = typer.Option("contiguous,channels_last", help="Memory formats."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the results as JSON here."),
+) -> None:
+    """One training step per norm x precision x memory format: medians and ratios to BN, side by side."""
+    from rich.progress import Progress
+
+    from lrnbn.bench import FORMATS, PRECISIONS
+    from lrnbn.bench import bench_train as run_bench
+    from lrnbn.console import print_table, wide_console
+    from lrnbn.machine import resolve_device
+
+    chosen = {}
+    for option, text, valid in (("--precisions", precisions, PRECISIONS), ("--formats", formats, FORMATS)):
+        chosen[option] = [part.strip() for part in text.split(",") if part.strip()]
+        wrong = [part for part in chosen[option] if part not in valid]
+        if wrong or not chosen[option]:
+            raise UserError(f"{option}: expected some of {', '.join(valid)}, got {text!r}")
+    from pydantic import ValidationError
+
+    from lrnbn.config import ModelConfig, format_validation_error
+
+    try:
+        ModelConfig(arch=arch, width=width)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, "--arch/--width")) from None
+    resolve_device(device)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("benchmarking training steps", total=None)
+        try:
+            result = run_bench(
+                arch,
+                width,
+                batch_size,
+                device,
+                threads,
+                repeats,
+                warmup,
+                [n.strip() for n in norms.split(",")] if norms else None,
+                chosen["--precisions"],
+                chosen["--formats"],
+                lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    setting = result["setting"]
+    console = wide_console()
+    print_table(
+        console,
+        [
+            {
+                "norm": r["norm"],
+                "precision": r["precision"],
+                "format": r["format"],
+                "median ms": f"{r['median_ms']:.1f}",
+                "min-max ms": f"{r['min_ms']:.1f}-{r['max_ms']:.1f}",
+                "ratio to BN (same precision, format)": "-" if r["ratio_to_bn"] is None else f"{r['ratio_to_bn']:.2f}",
+                "ratio to fp32 contiguous BN": "-"
+                if r["ratio_to_fp32_contiguous_bn"] is None
+                else f"{r['ratio_to_fp32_contiguous_bn']:.2f}",
+            }
+            for r in result["rows"]
+        ],
+        f"training step, {setting['arch']} width {setting['width']}, batch {setting['batch_size']} on {device}, "
+        f"{setting['threads']} threads, median of {repeats}",
+    )
+    for norm, kernel in result["lrn_kernels"].items():
+        console.print(f"{norm} ran as: {kernel}")
+    for precision, why in result["skipped"].items():
+        console.print(f"skipped {precision}: {why}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 @bench_app.command("probes")

@@ -423,10 +423,18 @@ class DeviceSplit:
 
     PAD = 4
 
-    def __init__(self, split: Split, device: torch.device, mean: list[float], std: list[float]):
+    def __init__(
+        self,
+        split: Split,
+        device: torch.device,
+        mean: list[float],
+        std: list[float],
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.device = device
+        self.memory_format = memory_format
         std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
         self.scale = 1 / (255 * std_t)
         self.shift = -torch.tensor(mean, device=device).view(1, 3, 1, 1) / std_t
@@ -470,7 +478,7 @@ class DeviceSplit:
             yield self._normalise(self.images[start:end]), self.labels[start:end]
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return images.float() * self.scale + self.shift
+        return (images.float() * self.scale + self.shift).contiguous(memory_format=self.memory_format)
 
     def _augmentation_draws(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         offsets = torch.randint(0, 2 * self.PAD + 1, (2, n), generator=generator)

@@ -7,9 +7,11 @@ dotted paths (`model.lrn.k`). No torch here: the report reads runs without impor
 from __future__ import annotations
 
 # Keys that say where and how fast a run computes, not what it computes: a resumed run may change them, a stale-run
-# check ignores them, and they never split a study's variants. (train.threads can change the order of float sums,
-# so on CPU a run resumed with other threads is equal to an uninterrupted one only up to rounding.)
-MACHINE_KEYS = frozenset({"data.root", "data.download", "train.eval_batch_size", "train.threads", "log.tensorboard"})
+# check ignores them, and they never split a study's variants. (train.threads and train.channels_last can change the
+# order of float sums, so a run resumed with other values is equal to an uninterrupted one only up to rounding.)
+MACHINE_KEYS = frozenset(
+    {"data.root", "data.download", "train.eval_batch_size", "train.threads", "train.channels_last", "log.tensorboard"}
+)
 
 # Keys that name a run within its study rather than describe its setting: the seeds of one variant differ here.
 IDENTITY_KEYS = frozenset({"experiment.seed", "experiment.name"})

@@ -9,6 +9,8 @@ parameters onto it (and rejects what that framework rejects); the two implementa
   channel-reversed tensor.
 - impl "fast": window sums as one banded matrix product over the channels, and a hand-written backward
   (Caffe's gradient form) that uses the same product, so forward and backward cost the same for any window.
+- impl "fused": one kernel per direction that reads its inputs once (fused.py: C++ on CPU, Triton on CUDA); where it
+  cannot be built it falls back to "fast" and says so.
 
 Region "within" is Caffe's WITHIN_CHANNEL: an n x n spatial window of the same channel, alpha / n^2, k = 1.
 """
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 CONVENTIONS = ("pytorch", "tensorflow", "caffe", "cudnn", "onnx", "alexnet-paper")
-IMPLS = ("torch", "fast")
+IMPLS = ("torch", "fast", "fused")
 REGIONS = ("across", "within")
 CUDNN_MAX_N = 16
 
@@ -222,7 +224,12 @@ def apply_lrn(x: torch.Tensor, p: CanonicalLRN, impl: str) -> torch.Tensor:
         return _within(x, p)  # one implementation: the spatial window is small in every known net
     if impl == "torch":
         return _torch_across(x, p)
-    return _FastAcrossLRN.apply(x, p.k, p.alpha_eff, p.beta, p.before, p.after)
+    fast = lambda t: _FastAcrossLRN.apply(t, p.k, p.alpha_eff, p.beta, p.before, p.after)  # noqa: E731
+    if impl == "fused":
+        from lrnbn import fused
+
+        return fused.across(x, p.k, p.alpha_eff, p.beta, p.before, p.after, fallback=fast)
+    return fast(x)
 
 
 class LRN(nn.Module):

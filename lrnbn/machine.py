@@ -54,6 +54,37 @@ def training_device(config) -> torch.device:
     return device
 
 
+def cpu_bf16_support() -> dict:
+    """Which native bf16 instructions this CPU has (from /proc/cpuinfo's flags where it exists, else torch's probe)."""
+    try:
+        flags = set(
+            next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+            .split(":", 1)[1]
+            .split()
+        )
+        avx512_bf16, amx_bf16 = "avx512_bf16" in flags, "amx_bf16" in flags
+    except (OSError, StopIteration):
+        avx512_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+        amx_bf16 = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return {"avx512_bf16": avx512_bf16, "amx_bf16": amx_bf16, "capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def check_amp(device: torch.device) -> None:
+    """bf16 autocast where the device computes bf16 natively; elsewhere it would be emulated, slower than fp32."""
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise UserError(f"train.amp: {device_name(device)} has no native bf16; set train.amp: false")
+    elif device.type == "cpu":
+        support = cpu_bf16_support()
+        if not (support["avx512_bf16"] or support["amx_bf16"]):
+            raise UserError(
+                "train.amp: this CPU lacks native bf16 (neither AVX512-BF16 nor AMX-BF16 in its flags), "
+                "where emulated bf16 is slower than fp32; set train.amp: false"
+            )
+    else:
+        raise UserError(f"train.amp: bf16 autocast runs on CUDA and on CPUs with native bf16, not on {device.type}")
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so that a clock read after it measures that work."""
     if device.type == "cuda":
@@ -92,8 +123,11 @@ def git_state() -> dict | None:
         return None
 
 
-def environment(device: torch.device, world, dataset, mean: list[float], std: list[float], parameters: dict) -> dict:
-    """env.json: versions, device, threads, host, git state, the command, the dataset's identity, parameter counts."""
+def environment(
+    device: torch.device, world, dataset, mean: list[float], std: list[float], parameters: dict, compute: dict
+) -> dict:
+    """env.json: versions, device, threads, host, git state, the command, the dataset's identity, parameter counts,
+    and how the run computes (`compute`: precision, memory format, the LRN kernel that ran)."""
     return {
         "lrnbn": lrnbn.__version__,
         "python": platform.python_version(),
@@ -102,7 +136,12 @@ def environment(device: torch.device, world, dataset, mean: list[float], std: li
         "cuda": torch.version.cuda,
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
-        "device": {"type": device.type, "name": device_name(device)},
+        "device": {
+            "type": device.type,
+            "name": device_name(device),
+            **({"cpu_bf16": cpu_bf16_support()} if device.type == "cpu" else {}),
+        },
+        "compute": compute,
         "distributed": world.describe(),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

@@ -114,7 +114,13 @@ def _start(run: RunDir, trainer: Trainer, view: RunView) -> RunResult:
     run.write_config(dump_config(config))
     run.write_env(
         environment(
-            trainer.device, trainer.world, trainer.dataset, trainer.mean, trainer.std, trainer.parameter_counts()
+            trainer.device,
+            trainer.world,
+            trainer.dataset,
+            trainer.mean,
+            trainer.std,
+            trainer.parameter_counts(),
+            trainer.compute,
         )
     )
     summary = {"status": "running", "started_at": _now(), "epochs_planned": config.train.epochs, "epochs_done": 0}

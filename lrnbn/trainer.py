@@ -21,7 +21,7 @@ from lrnbn.config import Config, TrainConfig
 from lrnbn.data import Dataset, DeviceSplit, input_stats, load_dataset
 from lrnbn.distributed import World
 from lrnbn.errors import UserError
-from lrnbn.machine import training_device
+from lrnbn.machine import check_amp, training_device
 from lrnbn.models import build_model, count_parameters
 from lrnbn.probes import Probes
 
@@ -61,6 +61,24 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
     return 1.0
 
 
+def lrn_kernel_status(config: Config, device: torch.device) -> str | None:
+    """What computes the LRN layers: the configured impl, or for impl fused the kernel that loads (building it on
+    first use) or the fallback and why, said once on stderr."""
+    lrn = config.model.lrn
+    if config.model.norm != "lrn":
+        return None
+    if lrn.region == "within":
+        return "within (avg_pool2d)"
+    if lrn.impl != "fused":
+        return lrn.impl
+    from lrnbn import fused
+
+    status = fused.status(device.type)
+    if fused.backend(device.type) is None:
+        fused.warn_fallback(device.type)
+    return status
+
+
 def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -81,14 +99,16 @@ class Trainer:
     data_generator: torch.Generator
     probes: Probes | None  # rank 0 only
     world: World
+    compute: dict  # how it computes, for env.json: precision, memory format, the LRN kernel
 
     @classmethod
     def build(cls, config: Config) -> Trainer:
         """Check the config against this machine and the data, then build; raises UserError before any write."""
         seed = config.experiment.seed
         device = training_device(config)
-        if config.train.amp and device.type != "cuda":
-            raise UserError(f"train.amp: bf16 autocast is supported on CUDA only, but the device is {device.type}")
+        if config.train.amp:
+            check_amp(device)
+        lrn_kernel = lrn_kernel_status(config, device)
         if config.log.tensorboard:
             tblog.check_installed()
         if config.train.threads:
@@ -101,10 +121,11 @@ class Trainer:
                 f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images"
             )
         mean, std = input_stats(dataset.train, config.data.input_norm)
-        train_split = DeviceSplit(dataset.train, device, mean, std)
+        memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+        train_split = DeviceSplit(dataset.train, device, mean, std, memory_format)
         seed_everything(seed)
         model = build_model(config.model, len(dataset.classes))
-        train_module = model = model.to(device)
+        train_module = model = model.to(device, memory_format=memory_format)
         if world.launched:
             if config.model.sync_bn:
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -120,6 +141,11 @@ class Trainer:
             probes = Probes(
                 model, train_split.first(min(config.probes.batch_size, len(train_split))), config.probes.every
             )
+        compute = {
+            "precision": "bf16 autocast" if config.train.amp else "fp32",
+            "memory_format": "channels_last" if config.train.channels_last else "contiguous",
+            "lrn_kernel": lrn_kernel,
+        }
         return cls(
             config,
             device,
@@ -127,7 +153,7 @@ class Trainer:
             mean,
             std,
             train_split,
-            DeviceSplit(dataset.test, device, mean, std),
+            DeviceSplit(dataset.test, device, mean, std, memory_format),
             model,
             train_module,
             optimizer,
@@ -135,6 +161,7 @@ class Trainer:
             torch.Generator().manual_seed(seed),
             probes,
             world,
+            compute,
         )
 
     @property

@@ -29,13 +29,16 @@ def test_bench_lrn_prints_ratios_and_writes_json(cli, tmp_path):
         ("torch", 3),
         ("fast", 1),
         ("fast", 3),
+        ("fused", 1),
+        ("fused", 3),
         ("elementwise-pass", None),
         ("pow-pass", None),
     ]
     bn = rows[0]["median_ms"]
     for r in rows:
         assert r["median_ms"] > 0 and r["ratio_to_bn"] == pytest.approx(r["median_ms"] / bn)
-    assert "torch_over_fast_at_n3" in result.stdout and "ratio to BN" in result.stdout
+    assert "torch_over_fast_at_n3" in result.stdout and "torch_over_fused_at_n3" in result.stdout
+    assert "ratio to BN" in result.stdout and "impl fused ran as: fused (C++ kernel)" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -49,3 +52,52 @@ def test_bench_lrn_prints_ratios_and_writes_json(cli, tmp_path):
 def test_bench_lrn_bad_options(cli, args, fragment):
     result = cli("bench", "lrn", *args)
     assert result.exit_code == 2 and fragment in result.stderr
+
+
+def test_bench_train_times_each_norm_precision_and_format_and_writes_json(cli, tmp_path):
+    out = tmp_path / "train.json"
+    result = cli(
+        "bench",
+        "train",
+        "--width",
+        "0.125",
+        "--batch-size",
+        "8",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--norms",
+        "bn,lrn-fused,none",
+        "--precisions",
+        "fp32",
+        "--threads",
+        "1",
+        "--json",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    keys = [(r["norm"], r["precision"], r["format"]) for r in report["rows"]]
+    assert keys == [(n, "fp32", f) for n in ("bn", "lrn-fused", "none") for f in ("contiguous", "channels_last")]
+    medians = {key: r["median_ms"] for key, r in zip(keys, report["rows"])}
+    for (_, precision, fmt), r in zip(keys, report["rows"]):
+        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        assert r["ratio_to_bn"] == pytest.approx(r["median_ms"] / medians[("bn", precision, fmt)])
+        assert r["ratio_to_fp32_contiguous_bn"] == pytest.approx(r["median_ms"] / medians[("bn", "fp32", "contiguous")])
+    assert report["lrn_kernels"] == {"lrn-fused": "fused (C++ kernel)"}
+    assert "lrn-fused ran as: fused (C++ kernel)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--norms", "bn,gn"], "unknown norm 'gn'"),
+        (["--precisions", "fp16"], "--precisions: expected some of fp32, bf16"),
+        (["--formats", "nhwc"], "--formats: expected some of contiguous, channels_last"),
+        (["--arch", "vgg"], "--arch/--width: arch:"),
+    ],
+)
+def test_bench_train_bad_options(cli, args, fragment):
+    result = cli("bench", "train", *args)
+    assert result.exit_code == 2 and fragment in result.stderr, result.output

@@ -83,7 +83,7 @@ BAD_CONFIGS = [
     ),
     ("unknown_device", {"train": {"device": "tpu"}}, "train.device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
     ("section_not_mapping", {"train": 5}, "train: Input should be a valid dictionary"),
-    ("amp_on_cpu", {"train": {"amp": True}}, "train.amp: bf16 autocast is supported on CUDA only"),
+    ("amp_on_mps", {"train": {"amp": True, "device": "mps"}}, "train.amp: bf16 autocast runs on CUDA and on CPUs"),
 ]
 
 BAD_ARGS = [

@@ -1,13 +1,17 @@
 """LRN against float64 references transcribed from each framework's documented formula (explicit loops, nothing
-from the code under test), the fast implementation against the stock one, and each framework's rejections."""
+from the code under test), every implementation against the stock one (values and gradients, fp32 and bf16,
+contiguous and channels_last), the fused kernel's fallback and its Triton version, and each framework's rejections."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from lrnbn.lrn import LRN, canonical, local_response_norm
+from lrnbn.lrn import IMPLS, LRN, canonical, local_response_norm
 from tests.test_config import _assert_rejected
 
 # Per framework, from its documentation: the window [lo(c, n), hi(c, n)] before clipping to 0..C-1, and the factor
@@ -58,7 +62,7 @@ def within_reference(a: np.ndarray, size: int, alpha: float, beta: float) -> np.
 CASES = [(conv, n) for conv in DOCUMENTED for n in (1, 2, 3, 4, 5, 7, 9, 16) if not (conv in ODD_ONLY and n % 2 == 0)]
 
 
-@pytest.mark.parametrize("impl", ["torch", "fast"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("convention,size", CASES, ids=[f"{c}-n{n}" for c, n in CASES])
 def test_each_convention_matches_its_documented_formula(convention, size, impl):
     # 7 channels: n = 9 and 16 exceed the channel count; every n touches the edge channels.
@@ -70,7 +74,7 @@ def test_each_convention_matches_its_documented_formula(convention, size, impl):
 @pytest.mark.parametrize("size", [1, 3, 5])
 def test_within_channel_matches_caffes_formula(size):
     a = np.random.default_rng(size).normal(0, 3, (2, 3, 6, 7))
-    for impl in ("torch", "fast"):
+    for impl in IMPLS:
         got = local_response_norm(torch.from_numpy(a), size, 0.5, 0.75, convention="caffe", region="within", impl=impl)
         np.testing.assert_allclose(got.numpy(), within_reference(a, size, 0.5, 0.75), rtol=1e-10)
 
@@ -84,40 +88,114 @@ def test_the_alexnet_papers_layer_in_three_frameworks_terms_is_one_layer():
         assert other.alpha_eff == pytest.approx(paper.alpha_eff)
 
 
+@pytest.mark.parametrize("impl", ["fast", "fused"])
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 6, 11, 15, 40])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_fast_equals_torch_in_fp32(size, layout):
+def test_fast_and_fused_equal_torch_in_fp32(impl, size, layout):
     torch.manual_seed(size)
     x = torch.randn(4, 32, 6, 5) * 4  # 40 > 32 channels
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     x_fast, x_torch = x.clone().requires_grad_(), x.clone().requires_grad_()
-    fast = local_response_norm(x_fast, size, 1e-2, 0.75, 1.0, impl="fast")
+    fast = local_response_norm(x_fast, size, 1e-2, 0.75, 1.0, impl=impl)
     stock = local_response_norm(x_torch, size, 1e-2, 0.75, 1.0, impl="torch")
     torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-6)
+    assert fast.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
     weights = torch.randn_like(x)
     (fast * weights).sum().backward()
     (stock * weights).sum().backward()
     torch.testing.assert_close(x_fast.grad, x_torch.grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("impl", ["fast", "fused"])
 @pytest.mark.parametrize(
-    "convention,size", [("pytorch", 4), ("onnx", 4), ("cudnn", 5), ("tensorflow", 3), ("pytorch", 12)]
+    "convention,size,beta",
+    [("pytorch", 4, 0.75), ("onnx", 4, 0.75), ("cudnn", 5, 0.5), ("tensorflow", 3, 1.0), ("pytorch", 12, 0.6)],
 )
-def test_fast_backward_passes_gradcheck(convention, size):
-    x = (torch.randn(2, 9, 3, 3, dtype=torch.float64) * 2).requires_grad_()
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_backward_passes_gradcheck(impl, convention, size, beta, layout):
+    x = torch.randn(2, 9, 3, 3, dtype=torch.float64) * 2
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
     assert torch.autograd.gradcheck(
-        lambda t: local_response_norm(t, size, 0.2, 0.75, 1.5, convention=convention, impl="fast"), (x,)
+        lambda t: local_response_norm(t, size, 0.2, beta, 1.5, convention=convention, impl=impl), (x.requires_grad_(),)
     )
 
 
-def test_fast_under_bf16_autocast_accumulates_in_fp32_and_returns_the_input_dtype():
+@pytest.mark.parametrize("impl", ["fast", "fused"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_bf16_accumulates_in_fp32_and_returns_the_input_dtype(impl, layout):
     torch.manual_seed(0)
     x = (torch.randn(2, 64, 4, 4) * 3).to(torch.bfloat16)
-    out = local_response_norm(x, 5, 1.0, 0.75, 1.0, impl="fast")
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out = local_response_norm(x, 5, 1.0, 0.75, 1.0, impl=impl)
     assert out.dtype == torch.bfloat16
-    reference = local_response_norm(x.double(), 5, 1.0, 0.75, 1.0, impl="torch")
+    grad = torch.randn(out.shape).to(torch.bfloat16)
+    (dx,) = torch.autograd.grad(out, x, grad)
+    x64 = x.detach().double().requires_grad_()
+    reference = local_response_norm(x64, 5, 1.0, 0.75, 1.0, impl="torch")
+    (dx64,) = torch.autograd.grad(reference, x64, grad.double())
     torch.testing.assert_close(out.double(), reference, rtol=1e-2, atol=1e-2)  # bf16 output rounding only
+    torch.testing.assert_close(dx.double(), dx64, rtol=2e-2, atol=2e-2)
+
+
+FUSED_FALLBACK = """
+import torch
+from lrnbn.lrn import local_response_norm
+x = torch.randn(2, 12, 3, 3)
+for _ in range(3):
+    fused = local_response_norm(x, 5, 0.5, 0.75, 1.0, impl="fused")
+assert torch.equal(fused, local_response_norm(x, 5, 0.5, 0.75, 1.0, impl="fast"))
+from lrnbn import fused as kernels
+print(kernels.status("cpu"))
+"""
+
+
+def test_fused_falls_back_to_fast_with_one_line_when_it_cannot_load():
+    env = {**os.environ, "LRNBN_NO_FUSED": "1"}
+    result = subprocess.run([sys.executable, "-c", FUSED_FALLBACK], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "fast (fallback: RuntimeError: LRNBN_NO_FUSED=1)"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "fused LRN kernel is unavailable on cpu" in lines[0] and "using impl fast" in lines[0]
+
+
+TRITON_CHECK = """
+import torch
+from lrnbn.kernels import lrn_triton
+from lrnbn.lrn import apply_lrn, canonical
+torch.manual_seed(0)
+worst = {}
+for convention, size in (("pytorch", 5), ("onnx", 4), ("cudnn", 16)):
+    p = canonical(size, 0.3, 0.75, 1.5, convention)
+    for dtype in (torch.float32, torch.bfloat16):
+        for last in (False, True):
+            x = (torch.randn(2, 37, 5, 7) * 3).to(dtype)
+            g = torch.randn(2, 37, 5, 7).to(dtype)
+            if last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x64 = x.double().requires_grad_()
+            y64 = apply_lrn(x64, p, "torch")
+            (d64,) = torch.autograd.grad(y64, x64, g.double())
+            y = lrn_triton.forward(x, p.k, p.alpha_eff, p.beta, p.before, p.after)
+            d = lrn_triton.backward(x, g, p.k, p.alpha_eff, p.beta, p.before, p.after)
+            assert y.dtype == dtype and d.dtype == dtype
+            key = str(dtype)
+            worst[key] = max(worst.get(key, 0), ((y.double() - y64).abs() / (y64.abs() + 1e-2)).max().item(),
+                             ((d.double() - d64).abs() / (d64.abs() + 1e-1)).max().item())
+print(worst["torch.float32"], worst["torch.bfloat16"])
+"""
+
+
+def test_the_triton_kernel_matches_the_reference_under_the_interpreter():
+    pytest.importorskip("triton", reason="Triton is not installed (the CUDA path falls back to impl fast)")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", TRITON_CHECK], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    fp32, bf16 = map(float, result.stdout.split())
+    assert fp32 < 1e-5 and bf16 < 2e-2
 
 
 def test_the_module_reports_its_parameters_and_rejects_non_4d_input():
@@ -146,7 +224,7 @@ REJECTED = [
         "size 7 disagrees with depth_radius 2",
     ),
     ("unknown_convention", {"convention": "mxnet"}, "model.lrn.convention: Input should be 'pytorch'"),
-    ("unknown_impl", {"impl": "cuda"}, "model.lrn.impl: Input should be 'torch' or 'fast'"),
+    ("unknown_impl", {"impl": "cuda"}, "model.lrn.impl: Input should be 'torch', 'fast' or 'fused'"),
 ]
 
 

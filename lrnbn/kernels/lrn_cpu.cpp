@@ -1,0 +1,322 @@
+// The fused across-channel LRN for CPUs: forward and backward each read their inputs once and write one output.
+//
+// b_c = a_c * q_c, q_c = s_c^-beta, s_c = k + alpha * sum of a_j^2 for j in [c - before, c + after] (see
+// docs/lrn-conventions.md). The backward recomputes s and q from the input instead of storing them, which costs
+// arithmetic but saves two tensors of memory traffic:
+//   dL/da_i = g_i q_i - 2 alpha beta a_i * sum over j in [i - after, i + before] of g_j a_j q_j / s_j.
+//
+// Work is split into tiles of TILE pixels of one image, all channels. A tile is gathered into a channel-major float
+// buffer (TILE pixels contiguous per channel) so that every loop below runs over pixels and vectorizes, whatever the
+// tensor's memory format; window sums are running sums in double (see sweep). Storage may be bf16; arithmetic is in
+// float (in double for double tensors).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t TILE = 32;
+
+enum class Power { ThreeQuarters, Half, One, General };
+
+template <Power P, typename acc_t>
+inline acc_t negative_power(acc_t s, acc_t beta) {
+  if constexpr (P == Power::ThreeQuarters) {
+    acc_t r = acc_t(1) / std::sqrt(s);  // s^-0.75 = s^-0.5 * (s^-0.5)^0.5
+    return r * std::sqrt(r);
+  } else if constexpr (P == Power::Half) {
+    return acc_t(1) / std::sqrt(s);
+  } else if constexpr (P == Power::One) {
+    return acc_t(1) / s;
+  } else {
+    return std::pow(s, -beta);
+  }
+}
+
+Power power_of(double beta) {
+  if (beta == 0.75) return Power::ThreeQuarters;
+  if (beta == 0.5) return Power::Half;
+  if (beta == 1.0) return Power::One;
+  return Power::General;
+}
+
+// Loads and stores between storage and arithmetic types. bf16 is converted by bit operations the compiler can
+// vectorize (c10's own conversion is a scalar call per element): a bf16 is the top half of a float, and a float
+// rounds to nearest-even bf16 by adding 0x7fff plus the lowest kept bit; NaN stays NaN.
+template <typename acc_t, typename scalar_t>
+inline acc_t load(scalar_t v) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    const uint32_t bits = uint32_t(v.x) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  } else {
+    return static_cast<acc_t>(v);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+inline scalar_t store(acc_t v) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    return c10::BFloat16(static_cast<uint16_t>(v != v ? 0x7fc0u : rounded), c10::BFloat16::from_bits());
+  } else {
+    return static_cast<scalar_t>(v);
+  }
+}
+
+// Where element (n, c, pixel p) of a 4-D tensor lies, for contiguous and channels_last tensors alike.
+struct Layout {
+  int64_t N, C, HW, sN, sC, sP;
+  bool channels_last;
+};
+
+Layout layout_of(const at::Tensor& x) {
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  const bool last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  return last ? Layout{N, C, HW, HW * C, 1, C, true} : Layout{N, C, HW, C * HW, HW, 1, false};
+}
+
+// Copy a tile (pixels p0 .. p0 + count of image n, all channels) into buf[c * TILE + t], zero-filling the tail.
+template <typename scalar_t, typename acc_t>
+void gather(const scalar_t* src, const Layout& L, int64_t n, int64_t p0, int64_t count, acc_t* buf) {
+  const scalar_t* base = src + n * L.sN + p0 * L.sP;
+  if (count < TILE) std::fill(buf, buf + L.C * TILE, acc_t(0));
+  if (L.channels_last) {
+    for (int64_t t = 0; t < count; ++t)  // read each pixel's channels in memory order
+      for (int64_t c = 0; c < L.C; ++c) buf[c * TILE + t] = load<acc_t>(base[t * L.sP + c]);
+  } else {
+    for (int64_t c = 0; c < L.C; ++c)
+      for (int64_t t = 0; t < count; ++t) buf[c * TILE + t] = load<acc_t>(base[c * L.sC + t]);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void scatter(const acc_t* buf, const Layout& L, int64_t n, int64_t p0, int64_t count, scalar_t* dst) {
+  scalar_t* base = dst + n * L.sN + p0 * L.sP;
+  if (L.channels_last) {
+    for (int64_t t = 0; t < count; ++t)
+      for (int64_t c = 0; c < L.C; ++c) base[t * L.sP + c] = store<scalar_t>(buf[c * TILE + t]);
+  } else {
+    for (int64_t c = 0; c < L.C; ++c)
+      for (int64_t t = 0; t < count; ++t) base[c * L.sC + t] = store<scalar_t>(buf[c * TILE + t]);
+  }
+}
+
+// Calls body(c, sums) for c = 0 .. C-1 in order, sums[t] being the sum of rows[j * TILE + t] over j in
+// [c - lo, c + hi] within 0 .. C-1. A running sum (add the row entering the window, subtract the one leaving it)
+// makes the cost independent of the window; it is kept in double, so the subtraction cancels nothing that float
+// rows could tell apart.
+template <typename acc_t, typename Body>
+inline void sweep(const acc_t* __restrict__ rows, int64_t C, int64_t lo, int64_t hi, Body body) {
+  double run[TILE] = {};
+  for (int64_t j = 0; j < std::min(hi, C); ++j) {
+#pragma omp simd
+    for (int64_t t = 0; t < TILE; ++t) run[t] += rows[j * TILE + t];
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    if (c + hi < C) {
+      const acc_t* __restrict__ entering = rows + (c + hi) * TILE;
+#pragma omp simd
+      for (int64_t t = 0; t < TILE; ++t) run[t] += entering[t];
+    }
+    if (c - lo - 1 >= 0) {
+      const acc_t* __restrict__ leaving = rows + (c - lo - 1) * TILE;
+#pragma omp simd
+      for (int64_t t = 0; t < TILE; ++t) run[t] -= leaving[t];
+    }
+    body(c, run);
+  }
+}
+
+template <Power P, typename scalar_t, typename acc_t>
+void forward_tiles(const scalar_t* x, scalar_t* y, const Layout& L, acc_t k, acc_t alpha, acc_t beta, int64_t before,
+                   int64_t after) {
+  const int64_t tiles = (L.HW + TILE - 1) / TILE;
+  at::parallel_for(0, L.N * tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> xb(L.C * TILE), sq(L.C * TILE), yb(L.C * TILE);
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t n = index / tiles, p0 = (index % tiles) * TILE, count = std::min(TILE, L.HW - p0);
+      gather(x, L, n, p0, count, xb.data());
+#pragma omp simd
+      for (int64_t i = 0; i < L.C * TILE; ++i) sq[i] = xb[i] * xb[i];
+      sweep(sq.data(), L.C, before, after, [&](int64_t c, const double* sums) {
+        const acc_t* __restrict__ a = xb.data() + c * TILE;
+        acc_t* __restrict__ b = yb.data() + c * TILE;
+#pragma omp simd
+        for (int64_t t = 0; t < TILE; ++t) b[t] = a[t] * negative_power<P>(k + alpha * acc_t(sums[t]), beta);
+      });
+      scatter(yb.data(), L, n, p0, count, y);
+    }
+  });
+}
+
+template <Power P, typename scalar_t, typename acc_t>
+void backward_tiles(const scalar_t* x, const scalar_t* g, scalar_t* dx, const Layout& L, acc_t k, acc_t alpha,
+                    acc_t beta, int64_t before, int64_t after) {
+  const int64_t tiles = (L.HW + TILE - 1) / TILE;
+  const acc_t two_alpha_beta = 2 * alpha * beta;
+  at::parallel_for(0, L.N * tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> xb(L.C * TILE), gb(L.C * TILE), sq(L.C * TILE), qb(L.C * TILE), tb(L.C * TILE);
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t n = index / tiles, p0 = (index % tiles) * TILE, count = std::min(TILE, L.HW - p0);
+      gather(x, L, n, p0, count, xb.data());
+      gather(g, L, n, p0, count, gb.data());
+#pragma omp simd
+      for (int64_t i = 0; i < L.C * TILE; ++i) sq[i] = xb[i] * xb[i];
+      sweep(sq.data(), L.C, before, after, [&](int64_t c, const double* sums) {  // q_j and g_j a_j q_j / s_j
+        const int64_t o = c * TILE;
+#pragma omp simd
+        for (int64_t t = 0; t < TILE; ++t) {
+          const acc_t s = k + alpha * acc_t(sums[t]);
+          const acc_t q = negative_power<P>(s, beta);
+          qb[o + t] = q;
+          tb[o + t] = gb[o + t] * xb[o + t] * q / s;
+        }
+      });
+      // The mirrored window: the j whose window holds c. sq is free by now and receives dL/da.
+      sweep(tb.data(), L.C, after, before, [&](int64_t c, const double* sums) {
+        const int64_t o = c * TILE;
+#pragma omp simd
+        for (int64_t t = 0; t < TILE; ++t)
+          sq[o + t] = gb[o + t] * qb[o + t] - two_alpha_beta * xb[o + t] * acc_t(sums[t]);
+      });
+      scatter(sq.data(), L, n, p0, count, dx);
+    }
+  });
+}
+
+// channels_last: each pixel's channels lie together, so a pixel row is processed where it lies, vectorized over the
+// channels, with window sums of shifted rows of a zero-padded buffer. Its n additions per element cost less than
+// transposing tiles into the channel-major layout above: forward+backward of bf16 128x96x16x16 took 4.4 ms this way
+// and 7.1 ms through tiles, 128x32x32x32 8.2 and 9.5 ms (2 cores).
+template <Power P, typename scalar_t, typename acc_t>
+void forward_rows(const scalar_t* x, scalar_t* y, const Layout& L, acc_t k, acc_t alpha, acc_t beta, int64_t before,
+                  int64_t after) {
+  const int64_t C = L.C, window = before + after + 1;
+  at::parallel_for(0, L.N * L.HW, 16, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> xr(C), sum(C), sq(C + window, acc_t(0));  // sq[before + c] holds channel c's square
+    for (int64_t pixel = begin; pixel < end; ++pixel) {
+      const scalar_t* src = x + pixel * C;
+      scalar_t* dst = y + pixel * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        xr[c] = load<acc_t>(src[c]);
+        sq[before + c] = xr[c] * xr[c];
+        sum[c] = 0;
+      }
+      for (int64_t d = 0; d < window; ++d) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) sum[c] += sq[c + d];
+      }
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) dst[c] = store<scalar_t>(xr[c] * negative_power<P>(k + alpha * sum[c], beta));
+    }
+  });
+}
+
+template <Power P, typename scalar_t, typename acc_t>
+void backward_rows(const scalar_t* x, const scalar_t* g, scalar_t* dx, const Layout& L, acc_t k, acc_t alpha,
+                   acc_t beta, int64_t before, int64_t after) {
+  const int64_t C = L.C, window = before + after + 1;
+  const acc_t two_alpha_beta = 2 * alpha * beta;
+  at::parallel_for(0, L.N * L.HW, 16, [&](int64_t begin, int64_t end) {
+    // sq[before + c]: channel c's square; tt[after + j]: g_j a_j q_j / s_j, summed over the mirrored window.
+    std::vector<acc_t> xr(C), gr(C), qr(C), sum(C), sq(C + window, acc_t(0)), tt(C + window, acc_t(0));
+    for (int64_t pixel = begin; pixel < end; ++pixel) {
+      const scalar_t* xs = x + pixel * C;
+      const scalar_t* gs = g + pixel * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        xr[c] = load<acc_t>(xs[c]);
+        gr[c] = load<acc_t>(gs[c]);
+        sq[before + c] = xr[c] * xr[c];
+        sum[c] = 0;
+      }
+      for (int64_t d = 0; d < window; ++d) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) sum[c] += sq[c + d];
+      }
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t s = k + alpha * sum[c];
+        qr[c] = negative_power<P>(s, beta);
+        tt[after + c] = gr[c] * xr[c] * qr[c] / s;
+        sum[c] = 0;
+      }
+      for (int64_t d = 0; d < window; ++d) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) sum[c] += tt[c + d];
+      }
+      scalar_t* out = dx + pixel * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) out[c] = store<scalar_t>(gr[c] * qr[c] - two_alpha_beta * xr[c] * sum[c]);
+    }
+  });
+}
+
+template <typename Body>
+void dispatch_power(double beta, Body body) {
+  switch (power_of(beta)) {
+    case Power::ThreeQuarters: body(std::integral_constant<Power, Power::ThreeQuarters>{}); break;
+    case Power::Half: body(std::integral_constant<Power, Power::Half>{}); break;
+    case Power::One: body(std::integral_constant<Power, Power::One>{}); break;
+    default: body(std::integral_constant<Power, Power::General>{});
+  }
+}
+
+void check(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.dim() == 4, name, " must be 4-D (N, C, H, W), got ", t.dim(), "-D");
+  TORCH_CHECK(t.is_contiguous() || t.is_contiguous(at::MemoryFormat::ChannelsLast), name,
+              " must be contiguous or channels_last");
+}
+
+at::Tensor forward(const at::Tensor& x, double k, double alpha, double beta, int64_t before, int64_t after) {
+  check(x, "x");
+  at::Tensor y = at::empty_like(x);  // keeps x's memory format
+  const Layout L = layout_of(x);
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "lrnbn_lrn_forward", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    dispatch_power(beta, [&](auto power) {
+      constexpr Power p = decltype(power)::value;
+      const auto kernel = L.channels_last ? forward_rows<p, scalar_t, acc_t> : forward_tiles<p, scalar_t, acc_t>;
+      kernel(x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), L, k, alpha, beta, before, after);
+    });
+  });
+  return y;
+}
+
+at::Tensor backward(const at::Tensor& x, const at::Tensor& grad, double k, double alpha, double beta, int64_t before,
+                    int64_t after) {
+  check(x, "x");
+  // The gradient arrives in whatever layout autograd made; give it x's, so one Layout addresses both.
+  const at::Tensor g = grad.contiguous(x.suggest_memory_format()).to(x.scalar_type());
+  at::Tensor dx = at::empty_like(x);
+  const Layout L = layout_of(x);
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "lrnbn_lrn_backward", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    dispatch_power(beta, [&](auto power) {
+      constexpr Power p = decltype(power)::value;
+      const auto kernel = L.channels_last ? backward_rows<p, scalar_t, acc_t> : backward_tiles<p, scalar_t, acc_t>;
+      kernel(x.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), L, k, alpha, beta,
+             before, after);
+    });
+  });
+  return dx;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "fused LRN forward (CPU)");
+  m.def("backward", &backward, "fused LRN backward (CPU)");
+}
