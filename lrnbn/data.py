@@ -466,9 +466,9 @@ class DeviceSplit:
                 images = self._crop_flip(images, offsets[:, part], flip[part])
             yield self._normalise(images), self.labels[index]
 
-    def first(self, n: int) -> torch.Tensor:
-        """The first n images, normalised and not augmented: a fixed batch."""
-        return self._normalise(self.images[:n])
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n images, normalised and not augmented, and their labels: a fixed batch."""
+        return self._normalise(self.images[:n]), self.labels[:n]
 
     def eval_batches(self, batch_size: int, part: slice = slice(None)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The split in order (or the `part` of it one rank evaluates), in batches of at most batch_size."""

@@ -6,6 +6,8 @@ augmented, the same at every probe point):
   layer's input and output, and their drift since the previous probe point:
   drift = mean over channels of |mean_now - mean_before| / std_before (a shift measured in the old spread);
 - conv1 filter similarity: mean |cosine| between distinct conv1 filters, each flattened and mean-removed;
+- the accuracy on the probe batch (in eval mode): where a run leaves chance, to the probe interval rather than the
+  epoch;
 - per weight tensor, the gradient norm and the relative update ||W_after - W_before|| / ||W_before|| of every step,
   averaged over the steps since the previous probe point.
 The probe forward runs in eval mode without gradients: it uses no random numbers and leaves BN's running
@@ -43,8 +45,8 @@ def drift(before: tuple[torch.Tensor, torch.Tensor], now: tuple[torch.Tensor, to
 
 
 class Probes:
-    def __init__(self, model: nn.Module, probe_images: torch.Tensor, every: int):
-        self.model, self.images, self.every = model, probe_images, every
+    def __init__(self, model: nn.Module, probe_images: torch.Tensor, probe_labels: torch.Tensor, every: int):
+        self.model, self.images, self.labels, self.every = model, probe_images, probe_labels, every
         self.slots = [m for m in model.modules() if isinstance(m, NormSlot)]
         self.conv1 = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
         self.weights = [(name, p) for name, p in model.named_parameters() if p.ndim > 1]
@@ -89,7 +91,7 @@ class Probes:
         was_training = self.model.training
         self.model.eval()
         try:
-            self.model(self.images)
+            logits = self.model(self.images)
         finally:
             self.model.train(was_training)
             for hook in hooks:
@@ -120,6 +122,7 @@ class Probes:
             "step": global_step,
             "epoch": epoch,
             "filter_similarity": filter_similarity(self.conv1.weight),
+            "probe_acc": float((logits.argmax(1) == self.labels).float().mean()),
             "layers": layers,
             "weights": weights,
         }

@@ -56,3 +56,20 @@ def test_probes_resume_exactly(tmp_path):
         return (run.path / PROBES_FILE).read_text().splitlines()
 
     assert lines(resumed) == lines(reference)
+
+
+def test_probe_accuracy_is_the_eval_mode_accuracy_on_the_probe_batch():
+    import torch
+
+    from lrnbn.config import ModelConfig
+    from lrnbn.models import build_model
+    from lrnbn.probes import Probes
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="cifar-full", width=0.25, norm="bn"), 10)
+    images, labels = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    labels[:32] = model.eval()(images[:32]).argmax(1)  # half of them right by construction
+    model.train()
+    record = Probes(model, images, labels, every=1).measure(global_step=1, epoch=1)
+    expected = (model.eval()(images).argmax(1) == labels).float().mean().item()
+    assert record["probe_acc"] == expected and 0.5 <= expected < 1

@@ -172,7 +172,7 @@ def test_channels_last_puts_weights_and_batches_in_that_format_with_the_same_num
 
     trainer = Trainer.build(validate(merged(TINY, {"train": {"channels_last": channels_last}})))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    batch = trainer.train_split.first(8)
+    batch, _ = trainer.train_split.first(8)
     conv1 = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert batch.is_contiguous(memory_format=fmt) and conv1.weight.is_contiguous(memory_format=fmt)
     assert trainer.compute["memory_format"] == ("channels_last" if channels_last else "contiguous")
