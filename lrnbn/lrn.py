@@ -103,6 +103,9 @@ def canonical(
 
 def _torch_across(x: torch.Tensor, p: CanonicalLRN) -> torch.Tensor:
     # The stock function's window is (size // 2 before, (size - 1) // 2 after) with alpha divided by size.
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and not torch.is_autocast_enabled("cpu"):
+        # Its avg_pool3d has no bf16/fp16 CPU kernel; under autocast torch runs it in fp32, so do the same here.
+        return _torch_across(x.float(), p).to(x.dtype)
     size = p.window
     if p.before >= p.after:
         return F.local_response_norm(x, size, alpha=p.alpha_eff * size, beta=p.beta, k=p.k)

@@ -61,3 +61,18 @@ def test_version_prints_the_packages_version(cli):
     declared = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["version"]
     result = cli("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"lrnbn {declared}"
+
+
+def test_the_gpu_check_script_says_it_needs_a_gpu_on_a_machine_without_one():
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("a GPU is present: run scripts/gpu_check.py itself")
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "scripts" / "gpu_check.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "no CUDA device: this script checks lrnbn's GPU paths and needs one"
