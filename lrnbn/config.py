@@ -8,8 +8,10 @@ a validated `Config`, never a raw dict.
 from __future__ import annotations
 
 import difflib
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -60,6 +62,12 @@ class DataConfig(_Section):
     download: bool = Field(False, description="Download CIFAR-10 through torchvision when its files are absent.")
     input_norm: bool = Field(
         True, description="Normalise inputs with the train split's per-channel mean/std (else scale to [0, 1])."
+    )
+    pixel_units: bool = Field(
+        False,
+        description="With input_norm: subtract the train split's per-channel mean but keep pixel units (0-255) "
+        "instead of dividing by the std, as Caffe's CIFAR-10 examples feed their nets (they subtract a per-pixel "
+        "mean image).",
     )
     augment: bool = Field(True, description="Random crop (pad 4) and horizontal flip of training batches.")
     train_limit: int | None = Field(
@@ -133,6 +141,11 @@ class ModelConfig(_Section):
         description="Under torchrun: batch-norm statistics over the whole global batch (SyncBatchNorm; CUDA "
         "only) instead of each process's slice. No effect in one process or without BN.",
     )
+    init_std: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None,
+        description="Gaussian initial weights with these standard deviations, one per conv/linear layer in model "
+        "order, biases zero (Caffe's gaussian filler); null = PyTorch's default initialisation.",
+    )
     lrn: LRNConfig = Field(default_factory=LRNConfig)
 
 
@@ -144,15 +157,28 @@ class TrainConfig(_Section):
     lr: float = Field(0.01, gt=0, le=10, description="Peak learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (adam/adamw: beta1).")
     weight_decay: float = Field(5e-4, ge=0, description="Weight decay (L2 for sgd/adam, decoupled for adamw).")
-    schedule: Literal["constant", "step", "cosine", "onecycle"] = Field(
+    schedule: Literal["constant", "step", "multistep", "cosine", "onecycle"] = Field(
         "constant",
         description="Learning-rate schedule after warm-up, stepped every batch. step: times step_gamma every "
-        "step_every epochs; cosine: to 0 at the end; onecycle: linear from lr/25 up to lr over warm-up "
-        "(30% of training when warmup_epochs is 0), then linearly down to 0.",
+        "step_every epochs; multistep: times step_gamma at each of milestones (optimizer steps); cosine: to 0 at "
+        "the end; onecycle: linear from lr/25 up to lr over warm-up (30% of training when warmup_epochs is 0), "
+        "then linearly down to 0.",
+    )
+    milestones: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="multistep schedule: the optimizer steps (iterations, ascending) where lr is multiplied."
     )
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up from 0 to lr over this many epochs.")
     step_every: int = Field(10, ge=1, description="step schedule: epochs between decays.")
-    step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: factor applied at each decay.")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="step and multistep schedules: factor at each decay.")
+    decay_mult: list[Annotated[float, Field(ge=0)]] | None = Field(
+        None,
+        description="Weight-decay multiplier of each conv/linear layer's weights, in model order (Caffe's "
+        "decay_mult); null = 1 for all.",
+    )
+    bias_decay_mult: list[Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="The same for each conv/linear layer's bias; null = 1 for all."
+    )
+    bias_lr_mult: float = Field(1.0, gt=0, le=100, description="Learning-rate multiplier of every bias (Caffe: 2).")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Training device; auto picks cuda, then mps, then cpu."
     )
@@ -341,6 +367,11 @@ def _check_combinations(config: Config) -> None:
             raise ConfigError(
                 f"model.lrn.depth_radius: only the tensorflow convention has it; use size with {lrn.convention}"
             )
+    train = config.train
+    if train.schedule == "multistep" and not train.milestones:
+        raise ConfigError("train.milestones: the multistep schedule needs its milestones (optimizer steps)")
+    if train.milestones and list(train.milestones) != sorted(set(train.milestones)):
+        raise ConfigError(f"train.milestones: expected strictly ascending steps, got {list(train.milestones)}")
     if config.train.amp and config.train.device == "mps":
         raise ConfigError("train.amp: bf16 autocast runs on CUDA and on CPUs with native bf16, not on mps")
 
@@ -365,23 +396,30 @@ def dump_config(config: Config) -> str:
 # Reference documentation, generated so that README cannot drift from the schema.
 
 
+def _describe_annotation(annotation) -> str:
+    """int, float or null, list of float (> 0), a | b | c for a Literal: how the reference table names a type."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " \\| ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        kinds = [_describe_annotation(a) for a in args if a is not type(None)]
+        return " or ".join(kinds) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_describe_annotation(args[0])}"
+    if origin is Annotated:
+        bounds = _describe_range(args[1:])
+        return f"{_describe_annotation(args[0])}" + (f" ({bounds})" if bounds else "")
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def _describe_type(field) -> str:
-    annotation = field.annotation
-    text = str(annotation).replace("typing.", "")
-    if "Literal[" in text:
-        choices = text[text.index("Literal[") + 8 : text.index("]")]
-        return " \\| ".join(c.strip().strip("'") for c in choices.split(","))
-    for name in ("bool", "int", "float", "str"):
-        if text == f"<class '{name}'>":
-            return name
-        if f"Optional[{name}]" in text or f"{name} | None" in text:
-            return f"{name} or null"
-    return text
+    return _describe_annotation(field.annotation)
 
 
-def _describe_range(field) -> str:
+def _describe_range(metadata) -> str:
     parts = []
-    for meta in field.metadata:
+    # A Field(...) inside Annotated carries its bounds in its own metadata.
+    for meta in [inner for m in metadata for inner in getattr(m, "metadata", [m])]:
         for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             if getattr(meta, attr, None) is not None:
                 parts.append(f"{symbol} {getattr(meta, attr)}")
@@ -398,7 +436,6 @@ def reference_markdown() -> str:
         field = section.model_fields[name]
         default = lookup(defaults, key)
         shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
-        lines.append(
-            f"| `{key}` | {_describe_type(field)} | `{shown}` | {_describe_range(field)} | {field.description} |"
-        )
+        kind, bounds = _describe_type(field), _describe_range(field.metadata)
+        lines.append(f"| `{key}` | {kind} | `{shown}` | {bounds} | {field.description} |")
     return "\n".join(lines) + "\n"

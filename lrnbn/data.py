@@ -497,8 +497,10 @@ class DeviceSplit:
         return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def input_stats(train: Split, input_norm: bool) -> tuple[list[float], list[float]]:
-    """Mean/std used to normalise inputs: the train split's own, or (0, 1) for plain [0, 1] scaling."""
+def input_stats(train: Split, input_norm: bool, pixel_units: bool = False) -> tuple[list[float], list[float]]:
+    """Mean/std used to normalise inputs (in [0, 1] units): the train split's own; with pixel_units its mean and a
+    std of 1/255, which leaves mean-subtracted 0-255 pixels; or (0, 1) for plain [0, 1] scaling."""
     if input_norm:
-        return channel_stats(train.images)
+        mean, std = channel_stats(train.images)
+        return (mean, [1 / 255] * 3) if pixel_units else (mean, std)
     return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]

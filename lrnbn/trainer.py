@@ -32,8 +32,54 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def weight_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The conv and linear layers in model order: what per-layer keys (init_std, decay_mult) count."""
+    return [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+
+def check_per_layer_keys(config: Config, model: torch.nn.Module) -> None:
+    layers = len(weight_layers(model))
+    for key, values in (
+        ("model.init_std", config.model.init_std),
+        ("train.decay_mult", config.train.decay_mult),
+        ("train.bias_decay_mult", config.train.bias_decay_mult),
+    ):
+        if values is not None and len(values) != layers:
+            raise UserError(f"{key}: {config.model.arch} has {layers} conv/linear layers, got {len(values)} values")
+
+
+def initialise(model: torch.nn.Module, stds: list[float] | None) -> None:
+    """Caffe's gaussian filler: weights from N(0, std^2) per layer, biases zero; None leaves torch's default."""
+    if stds is None:
+        return
+    for layer, std in zip(weight_layers(model), stds):
+        torch.nn.init.normal_(layer.weight, 0.0, std)
+        if layer.bias is not None:
+            torch.nn.init.zeros_(layer.bias)
+
+
+def parameter_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """One group per conv/linear weight and bias with its decay and lr multipliers (Caffe's decay_mult and lr_mult),
+    and one for every other parameter; a single group when no multiplier is set."""
+    if cfg.decay_mult is None and cfg.bias_decay_mult is None and cfg.bias_lr_mult == 1.0:
+        return [{"params": list(model.parameters())}]
+    groups, grouped = [], set()
+    for i, layer in enumerate(weight_layers(model)):
+        decay = cfg.decay_mult[i] if cfg.decay_mult else 1.0
+        groups.append({"params": [layer.weight], "weight_decay": cfg.weight_decay * decay})
+        grouped.add(layer.weight)
+        if layer.bias is not None:
+            bias_decay = cfg.bias_decay_mult[i] if cfg.bias_decay_mult else 1.0
+            groups.append(
+                {"params": [layer.bias], "weight_decay": cfg.weight_decay * bias_decay, "lr": cfg.lr * cfg.bias_lr_mult}
+            )
+            grouped.add(layer.bias)
+    rest = [p for p in model.parameters() if p not in grouped]
+    return groups + ([{"params": rest}] if rest else [])
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
+    params = parameter_groups(model, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     betas = (cfg.momentum, 0.999)
@@ -55,6 +101,8 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int, step: int) -> float:
         return (step + 1) / warmup
     if cfg.schedule == "step":
         return cfg.step_gamma ** (step // steps_per_epoch // cfg.step_every)
+    if cfg.schedule == "multistep":
+        return cfg.step_gamma ** sum(1 for milestone in cfg.milestones if step >= milestone)
     if cfg.schedule == "cosine":
         progress = (step - warmup) / max(1.0, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
@@ -120,11 +168,13 @@ class Trainer:
             raise UserError(
                 f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images"
             )
-        mean, std = input_stats(dataset.train, config.data.input_norm)
+        mean, std = input_stats(dataset.train, config.data.input_norm, config.data.pixel_units)
         memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
         train_split = DeviceSplit(dataset.train, device, mean, std, memory_format)
         seed_everything(seed)
         model = build_model(config.model, len(dataset.classes))
+        check_per_layer_keys(config, model)
+        initialise(model, config.model.init_std)
         train_module = model = model.to(device, memory_format=memory_format)
         if world.launched:
             if config.model.sync_bn:

@@ -79,10 +79,12 @@ BAD_CONFIGS = [
     (
         "unknown_schedule",
         {"train": {"schedule": "poly"}},
-        "train.schedule: Input should be 'constant', 'step', 'cosine'",
+        "train.schedule: Input should be 'constant', 'step', 'multistep', 'cosine'",
     ),
     ("unknown_device", {"train": {"device": "tpu"}}, "train.device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
     ("section_not_mapping", {"train": 5}, "train: Input should be a valid dictionary"),
+    ("multistep_without_milestones", {"train": {"schedule": "multistep"}}, "train.milestones: the multistep schedule"),
+    ("milestones_not_ascending", {"train": {"milestones": [5, 3]}}, "train.milestones: expected strictly ascending"),
     ("amp_on_mps", {"train": {"amp": True, "device": "mps"}}, "train.amp: bf16 autocast runs on CUDA and on CPUs"),
 ]
 

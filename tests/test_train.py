@@ -121,11 +121,14 @@ def test_sigterm_stops_between_steps_writes_status_interrupted_and_exits_130(tmp
         ("constant", [0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
         ("step", [0.25, 0.5, 0.75, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]),
         ("cosine", [0.25, 0.5, 0.75, 1] + [0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]),
+        ("multistep", [0.25, 0.5, 0.75, 1, 1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25]),
     ],
 )
 def test_lr_schedules_after_warmup(schedule, expected):
-    # 4 epochs of 3 steps; warm-up 4/3 epochs = 4 steps; step decay every 2 epochs by 0.5.
-    cfg = TrainConfig(epochs=4, schedule=schedule, warmup_epochs=4 / 3, step_every=2, step_gamma=0.5)
+    # 4 epochs of 3 steps; warm-up 4/3 epochs = 4 steps; step decay every 2 epochs by 0.5; milestones at steps 7, 10.
+    cfg = TrainConfig(
+        epochs=4, schedule=schedule, warmup_epochs=4 / 3, step_every=2, step_gamma=0.5, milestones=[7, 10]
+    )
     assert [lr_factor(cfg, 3, s) for s in range(12)] == pytest.approx(expected)
 
 
@@ -180,3 +183,40 @@ def test_channels_last_puts_weights_and_batches_in_that_format_with_the_same_num
     with torch.no_grad():
         other = trainer.model.to(memory_format=torch.contiguous_format if channels_last else torch.channels_last)
         torch.testing.assert_close(trainer.model(batch), other(batch.contiguous()), rtol=1e-5, atol=1e-5)
+
+
+CAFFE_STYLE = {
+    "model": {"arch": "cifar-full", "init_std": [1e-4, 1e-2, 1e-2, 1e-2]},
+    "train": {"weight_decay": 4e-3, "decay_mult": [1, 1, 1, 250], "bias_decay_mult": [1, 1, 1, 0], "bias_lr_mult": 2},
+    "data": {"pixel_units": True},
+}
+
+
+def test_caffe_style_per_layer_init_decay_and_lr_multipliers_and_pixel_units():
+    from lrnbn.trainer import Trainer, weight_layers
+
+    trainer = Trainer.build(validate(merged(TINY, CAFFE_STYLE)))
+    layers = weight_layers(trainer.model)
+    assert [type(m).__name__ for m in layers] == ["Conv2d", "Conv2d", "Conv2d", "Linear"]
+    for layer, std in zip(layers, [1e-4, 1e-2, 1e-2, 1e-2]):
+        assert layer.weight.std().item() == pytest.approx(std, rel=0.1) and not layer.bias.any()
+    groups = {id(p): g for g in trainer.optimizer.param_groups for p in g["params"]}
+    classifier = layers[-1]
+    assert groups[id(classifier.weight)]["weight_decay"] == pytest.approx(4e-3 * 250)
+    assert groups[id(classifier.bias)]["weight_decay"] == 0 and groups[id(classifier.bias)]["lr"] == pytest.approx(0.04)
+    assert (
+        groups[id(layers[0].weight)]["weight_decay"] == pytest.approx(4e-3)
+        and groups[id(layers[0].weight)]["lr"] == 0.02
+    )
+    assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(list(trainer.model.parameters()))
+    # pixel units: the mean is subtracted, the std is not divided out (synthetic pixels spread over tens of units)
+    batch, _ = trainer.train_split.first(256)
+    assert batch.mean(dim=(0, 2, 3)).abs().max() < 10 and batch.std() > 20
+
+
+def test_per_layer_keys_of_the_wrong_length_exit_2_naming_the_layers(cli, tmp_path, write_config):
+    config = write_config({"model": {"arch": "cifar-full", "init_std": [0.01, 0.01]}})
+    result = cli("train", "--config", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: model.init_std: cifar-full has 4 conv/linear layers, got 2 values"
+    assert not (tmp_path / "runs").exists()
