@@ -1,8 +1,9 @@
 """The note's claims C1-C5 as functions from runs on disk to verdicts with their evidence.
 
-Nothing here is assumed: a verdict is computed from the runs it is given, names the runs and thresholds it used,
-and is "inconclusive" (saying which runs are missing) when they are not there. The thresholds are constants here
-and are printed in the report.
+Each claim first gathers its comparisons (a difference of means over seeds or repeats, with its 95% Welch interval,
+lrnbn/stats.py) and evidence rows, then decides with one ladder. Nothing is assumed: a verdict is computed from the
+runs it is given, names the runs and thresholds it used, and is "inconclusive" (saying which runs are missing) when
+they are not there. The thresholds are constants here, described in docs/claims.md and printed in the report.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import math
 from dataclasses import dataclass, field
 
 from lrnbn.keys import is_norm_key
-from lrnbn.results import Variant, mean_std, probe_summary, quartiles, stays_at_chance, to_target
+from lrnbn.results import Variant, mean_std, probe_summary, to_target
+from lrnbn.stats import Difference, shows, welch
 
 REPRODUCED, NOT_REPRODUCED, CONDITIONAL, INCONCLUSIVE = (
     "reproduced",
@@ -20,13 +22,36 @@ REPRODUCED, NOT_REPRODUCED, CONDITIONAL, INCONCLUSIVE = (
     "inconclusive",
 )
 
-CHANCE_TOLERANCE = 0.02  # "stays at chance": test accuracy within 2 points of 1/classes at every epoch ...
-MIN_SEEDS_CHANCE = 3  # ... of at least 3 seeds
-MIN_SEEDS = 2  # seeds per variant for the accuracy and convergence claims
-TIME_MARGIN = 0.05  # "costs more": median epoch time more than 5% above BN's (and above BN's own spread)
-GROWTH = 1.10  # "grows with n": time at the largest n >= 10% above the smallest, rising monotonically in rank
-GAP_MARGIN = 0.01  # "regularizes": BN's train-test gap at least 1 point below LRN's
-SENSITIVITY_MIN = 0.05  # "sensitive": LRN settings span >= 5 points of final accuracy, and 3x BN's seed spread
+CHANCE_TOLERANCE = 0.02  # "at chance": within 2 points of 1/classes; "learned": more than 2 points above it
+MIN_SEEDS_CHANCE = 3  # seeds a setting needs before C5 may say it stays at chance
+MIN_SEEDS = 2  # seeds per variant for the accuracy and convergence comparisons
+SENSITIVITY_MIN = 0.05  # C1: LRN's best setting at least 5 points of final accuracy above its worst
+EPOCHS_MIN = 0.5  # C2: LRN at least half an epoch slower than BN to the target
+GAP_MARGIN = 0.01  # C3: LRN's train-test gap at least 1 point above BN's
+TIME_MARGIN = 0.05  # C4: LRN's epoch at least 5% of BN's time slower than BN's
+GROWTH = 1.10  # C4: the largest n at least 10% slower than the smallest, per implementation
+
+
+@dataclass
+class Comparison:
+    """One difference a verdict rests on, and whether it shows the claimed effect."""
+
+    what: str
+    diff: Difference
+    minimum: float
+    holds: bool
+    missing: str  # what keeps it from holding, in words; "" when it holds
+    scale: float = 1.0  # for display: 100 for accuracies (points)
+    unit: str = ""
+
+    def row(self) -> dict:
+        return {
+            "comparison": self.what,
+            "difference [95% CI]": self.diff.text(self.scale, self.unit),
+            "n": f"{self.diff.n_a} vs {self.diff.n_b}",
+            "minimum": f"{self.minimum * self.scale:g}{self.unit}",
+            "shown": self.holds,
+        }
 
 
 @dataclass
@@ -36,8 +61,14 @@ class Verdict:
     verdict: str
     reason: str
     thresholds: str
+    comparisons: list[Comparison] = field(default_factory=list)
     evidence: list[dict] = field(default_factory=list)  # rows for a table
     runs: list[str] = field(default_factory=list)  # run directories used
+
+    @property
+    def key_comparison(self) -> Comparison | None:
+        """The comparison to quote beside the verdict: the first that holds, else the first."""
+        return next((c for c in self.comparisons if c.holds), self.comparisons[0] if self.comparisons else None)
 
 
 def ladder(outcomes: list[bool]) -> str:
@@ -46,6 +77,22 @@ def ladder(outcomes: list[bool]) -> str:
     if all(outcomes):
         return REPRODUCED
     return CONDITIONAL if any(outcomes) else NOT_REPRODUCED
+
+
+def _compare(what: str, a: list[float], b: list[float], minimum: float, scale: float = 1.0, unit: str = ""):
+    """mean(a) - mean(b), claimed to be positive and at least `minimum`."""
+    diff = welch(a, b)
+    holds, missing = shows(diff, minimum)
+    return Comparison(what, diff, minimum, holds, missing, scale, unit)
+
+
+def _decide(claim, statement, thresholds, comparisons, reasons: dict, evidence, runs, extra: str = "") -> Verdict:
+    verdict = ladder([c.holds for c in comparisons])
+    reason = reasons[verdict]
+    unshown = [c for c in comparisons if not c.holds]
+    if unshown and verdict != NOT_REPRODUCED:
+        reason += " Not shown: " + "; ".join(f"{c.what} ({c.missing})" for c in unshown) + "."
+    return Verdict(claim, statement, verdict, reason + extra, thresholds, comparisons, evidence, runs)
 
 
 def _runs_of(variants: list[Variant]) -> list[str]:
@@ -73,7 +120,7 @@ def _by_norm(group: list[Variant], norm: str) -> list[Variant]:
     return [v for v in group if v.norm == norm]
 
 
-def _probe_comparison(group: list[Variant], key: str, lower_is_claimed: bool = True) -> tuple[str, bool] | None:
+def _probe_comparison(group: list[Variant], key: str) -> tuple[str, bool] | None:
     """BN's against LRN's mean of a probe measure; None when either lacks probes. The flag says whether BN's
     value is lower than every LRN variant's (the direction the note's mechanism predicts)."""
     bn = [probe_summary(v) for v in _by_norm(group, "bn")]
@@ -99,32 +146,42 @@ def _pct(x: float) -> str:
 def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "LRN has hand-set hyper-parameters (k, n, alpha, beta); BN has trainable ones (gamma, beta) instead."
     thresholds = (
-        f"LRN 'sensitive' if its settings span >= {100 * SENSITIVITY_MIN:.0f} points of mean final accuracy "
-        f"and >= 3x BN's largest seed std in the same study"
+        f"per study with BN learning above chance and two or more LRN settings: LRN's best setting minus its worst "
+        f"in final test accuracy, 95% Welch interval over seeds above 0 and the difference >= "
+        f"{100 * SENSITIVITY_MIN:.0f} points"
     )
-    evidence, used = [], []
+    comparisons, evidence, used = [], [], []
     for study, variants in studies.items():
         lrn = [v for v in _by_norm(variants, "lrn") if v.finished]
         bn = [v for v in _by_norm(variants, "bn") if v.finished]
         if len(lrn) < 2 or not bn or not any(v.learned(CHANCE_TOLERANCE) for v in bn):
             continue  # without a BN run that learned, accuracies say nothing about sensitivity
-        means = {v.label: mean_std(v.final_accs())[0] for v in lrn}
-        spread = max(means.values()) - min(means.values())
-        bn_noise = max(mean_std(v.final_accs())[1] for v in bn)
+        ranked = sorted(lrn, key=lambda v: mean_std(v.final_accs())[0])
+        worst, best = ranked[0], ranked[-1]
+        comparisons.append(
+            _compare(
+                f"{study}: {best.label} minus {worst.label}",
+                best.final_accs(),
+                worst.final_accs(),
+                SENSITIVITY_MIN,
+                100,
+                " points",
+            )
+        )
         lrn_params = {v.runs[0].env.get("model", {}).get("norm_trainable") for v in lrn}
         bn_params = {v.runs[0].env.get("model", {}).get("norm_trainable") for v in bn}
         evidence.append(
             {
                 "study": study,
                 "LRN settings": len(lrn),
-                "LRN accuracy span": _pct(spread),
-                "BN seed std": _pct(bn_noise),
+                "best LRN": f"{best.label} {_pct(mean_std(best.final_accs())[0])}",
+                "worst LRN": f"{worst.label} {_pct(mean_std(worst.final_accs())[0])}",
+                "BN": _pct(mean_std(bn[0].final_accs())[0]),
                 "trainable norm params LRN / BN": f"{lrn_params} / {bn_params}",
-                "sensitive": spread >= max(SENSITIVITY_MIN, 3 * bn_noise),
             }
         )
         used += lrn + bn
-    if not evidence:
+    if not comparisons:
         return Verdict(
             "C1",
             statement,
@@ -132,37 +189,45 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
             "needs runs: a study with BN (learning above chance) and at least two LRN settings (k, alpha or n swept)",
             thresholds,
         )
-    verdict = ladder([e["sensitive"] for e in evidence])
-    reason = {
-        REPRODUCED: "BN's normalization has trainable parameters and LRN's has none; final accuracy moves with "
-        "LRN's hand-set values by more than BN's seed noise.",
-        CONDITIONAL: "LRN's hand-set values matter in some studies, not in others (see the table).",
-        NOT_REPRODUCED: "LRN's accuracy hardly moves across the swept settings, so its hand-set values are not a "
-        "burden here.",
-    }[verdict]
-    return Verdict("C1", statement, verdict, reason, thresholds, evidence, _runs_of(used))
+    reasons = {
+        REPRODUCED: "BN's normalization has trainable parameters and LRN's has none; final accuracy moves with LRN's "
+        "hand-set values.",
+        CONDITIONAL: "LRN's hand-set values matter in some studies, not in others.",
+        NOT_REPRODUCED: "LRN's accuracy does not move measurably across the swept settings, so its hand-set values "
+        "are not a burden here.",
+    }
+    return _decide("C1", statement, thresholds, comparisons, reasons, evidence, _runs_of(used))
 
 
 def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
     statement = "BN makes training converge faster than LRN (the note: because layer input distributions stay steady)."
     thresholds = (
-        f"target test accuracy {_pct(target)}; BN must reach it in every seed and in fewer mean epochs "
-        f"than LRN (a seed that never reaches it counts as epochs+1); >= {MIN_SEEDS} seeds per variant"
+        f"target test accuracy {_pct(target)}; per LRN variant, its epochs to the target minus BN's in the same study "
+        f"(a seed that never reaches it counts as epochs + 1), >= {MIN_SEEDS} seeds each, 95% Welch interval above 0 "
+        f"and the difference >= {EPOCHS_MIN:g} epoch"
     )
-    evidence, outcomes, used, unreached = [], [], [], []
+    comparisons, evidence, used, unreached = [], [], [], []
     for group in _norm_groups(studies):
         bn, lrn = _by_norm(group, "bn"), _by_norm(group, "lrn")
         if any(v.seeds() < MIN_SEEDS for v in bn + lrn):
             continue
 
-        def epochs(v: Variant) -> list[int]:
+        def epochs(v: Variant) -> list[float]:
             return [to_target(r, target)[0] or len(r.metrics) + 1 for r in v.finished]
 
         if not any(to_target(r, target)[0] for v in bn + lrn for r in v.finished):
             unreached.append(group[0].study)  # the target is out of reach of these runs: they cannot tell
             continue
-        bn_epochs = min(mean_std(epochs(v))[0] for v in bn)
-        bn_all_reach = all(to_target(r, target)[0] for v in bn for r in v.finished)
+        for v in lrn:
+            comparisons.append(
+                _compare(
+                    f"{v.study}: {v.label} minus {bn[0].label}, epochs to {_pct(target)}",
+                    epochs(v),
+                    epochs(bn[0]),
+                    EPOCHS_MIN,
+                    unit=" epochs",
+                )
+            )
         for v in group:
             reached = [to_target(r, target) for r in v.finished]
             evidence.append(
@@ -173,12 +238,11 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
                     "reached": f"{sum(1 for e, _ in reached if e)}/{len(reached)}",
                     "mean epochs to target": f"{mean_std(epochs(v))[0]:.1f}",
                     "mean seconds to target": _mean_seconds(reached),
+                    "final test acc": _pct(mean_std(v.final_accs())[0]),
                 }
             )
-        for v in lrn:
-            outcomes.append(bn_all_reach and bn_epochs < mean_std(epochs(v))[0])
         used += group
-    if not outcomes and unreached:
+    if not comparisons and unreached:
         return Verdict(
             "C2",
             statement,
@@ -186,21 +250,21 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
             f"neither BN nor LRN reached {_pct(target)} in {', '.join(unreached)}: lower --target or train longer",
             thresholds,
         )
-    if not outcomes:
+    if not comparisons:
         return Verdict(
             "C2",
             statement,
             INCONCLUSIVE,
-            f"needs runs: BN and LRN on the same schedule with >= {MIN_SEEDS} "
-            "seeds each, e.g. configs/notes/convergence-quick.yaml",
+            f"needs runs: BN and LRN on the same schedule with "
+            f">= {MIN_SEEDS} seeds each, e.g. configs/notes/convergence-quick.yaml",
             thresholds,
         )
     drifts = [c for c in (_probe_comparison(g, "output_drift") for g in _norm_groups(studies)) if c]
     if drifts:
         steady = all(holds for _, holds in drifts)
         mechanism = (
-            f" Mechanism (probes): drift of the normalized layers' outputs, i.e. the next layers' inputs, per "
-            f"probe interval: {'; '.join(t for t, _ in drifts)}; "
+            f" Mechanism (probes): drift of the normalized layers' outputs, i.e. the next layers' inputs, per probe "
+            f"interval: {'; '.join(t for t, _ in drifts)}; "
             + (
                 "BN's is the lowest, as the note explains."
                 if steady
@@ -209,13 +273,12 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         )
     else:
         mechanism = " The mechanism (steady input distributions) is not measured by these runs (enable probes)."
-    verdict = ladder(outcomes)
-    reason = {
-        REPRODUCED: "BN reached the target in fewer epochs than every LRN variant.",
-        CONDITIONAL: "BN was faster than some LRN variants, not all (see the table).",
-        NOT_REPRODUCED: "LRN reached the target as fast as BN or faster.",
-    }[verdict]
-    return Verdict("C2", statement, verdict, reason + mechanism, thresholds, evidence, _runs_of(used))
+    reasons = {
+        REPRODUCED: "BN reached the target measurably sooner than every LRN variant.",
+        CONDITIONAL: "BN reached the target measurably sooner than some LRN variants, not all.",
+        NOT_REPRODUCED: "BN did not reach the target measurably sooner than LRN.",
+    }
+    return _decide("C2", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), mechanism)
 
 
 def _mean_seconds(reached: list[tuple]) -> str:
@@ -226,66 +289,78 @@ def _mean_seconds(reached: list[tuple]) -> str:
 def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "BN regularizes: it keeps weights from changing abruptly (a smaller train-test gap)."
     thresholds = (
-        f"final train accuracy (training mode: dropout and augmentation on) minus test accuracy, mean over "
-        f">= {MIN_SEEDS} seeds; BN's gap at least {100 * GAP_MARGIN:.0f} point below that of each LRN variant "
-        f"that learned (mean final test accuracy more than {100 * CHANCE_TOLERANCE:.0f} points above chance), "
-        f"where at least one of the two has a positive gap"
+        f"final train accuracy (training mode) minus test accuracy; per LRN variant that learned (mean final test "
+        f"accuracy more than {100 * CHANCE_TOLERANCE:.0f} points above chance) and where a gap is positive, its gap "
+        f"minus BN's, >= {MIN_SEEDS} seeds each, 95% Welch interval above 0 and the difference >= "
+        f"{100 * GAP_MARGIN:.0f} point"
     )
-    evidence, outcomes, used, stuck, underfit = [], [], [], [], []
+    comparisons, evidence, used, stuck, underfit = [], [], [], [], []
     for group in _norm_groups(studies):
-        if any(v.seeds() < MIN_SEEDS for v in group) or not any(
-            v.learned(CHANCE_TOLERANCE) for v in _by_norm(group, "bn")
-        ):
+        bn = _by_norm(group, "bn")
+        if any(v.seeds() < MIN_SEEDS for v in group) or not any(v.learned(CHANCE_TOLERANCE) for v in bn):
             continue  # a gap between runs that learned nothing says nothing about regularization
-        gaps = {v.label: mean_std(v.gaps()) for v in group}
         for v in group:
+            mean, std = mean_std(v.gaps())
+            final_train = mean_std([r.metrics[-1]["train_acc"] for r in v.finished])[0]
             evidence.append(
                 {
                     "study": v.study,
                     "variant": v.label,
                     "seeds": v.seeds(),
                     "learned": v.learned(CHANCE_TOLERANCE),
-                    "train-test gap": f"{100 * gaps[v.label][0]:+.1f} +- {100 * gaps[v.label][1]:.1f} points",
+                    "final train acc": _pct(final_train),
+                    "train-test gap": f"{100 * mean:+.1f} +- {100 * std:.1f} points",
                 }
             )
-        bn_gap = min(gaps[v.label][0] for v in _by_norm(group, "bn"))
         for v in _by_norm(group, "lrn"):
             if not v.learned(CHANCE_TOLERANCE):
                 stuck.append(v.label)  # a variant that stayed at chance has no gap worth comparing
-            elif max(bn_gap, gaps[v.label][0]) <= 0:
+            elif max(mean_std(bn[0].gaps())[0], mean_std(v.gaps())[0]) <= 0:
                 underfit.append(v.label)  # neither fits its training data yet: the gap shows no regularization
             else:
-                outcomes.append(bn_gap <= gaps[v.label][0] - GAP_MARGIN)
+                comparisons.append(
+                    _compare(
+                        f"{v.study}: {v.label} minus {bn[0].label}, train-test gap",
+                        v.gaps(),
+                        bn[0].gaps(),
+                        GAP_MARGIN,
+                        100,
+                        " points",
+                    )
+                )
         used += group
-    if not outcomes and underfit:
+    if not comparisons and underfit:
         return Verdict(
             "C3",
             statement,
             INCONCLUSIVE,
-            "no run fits its training data yet (train-mode accuracy below test "
-            f"accuracy for BN and {'; '.join(underfit)}), so the gap cannot show regularization: train longer",
+            "no run fits its training data yet (train-mode accuracy below "
+            f"test accuracy for BN and {'; '.join(underfit)}), so the gap cannot show regularization: train "
+            "longer, e.g. configs/notes/regularization-standard.yaml",
             thresholds,
+            [],
             evidence,
             _runs_of(used),
         )
-    if not outcomes and stuck:
+    if not comparisons and stuck:
         return Verdict(
             "C3",
             statement,
             INCONCLUSIVE,
-            f"the LRN runs ({'; '.join(stuck)}) stayed at chance, so there is no "
-            "train-test gap to compare with BN's: train longer",
+            f"the LRN runs ({'; '.join(stuck)}) stayed at chance, so there "
+            "is no train-test gap to compare with BN's: train longer",
             thresholds,
+            [],
             evidence,
             _runs_of(used),
         )
-    if not outcomes:
+    if not comparisons:
         return Verdict(
             "C3",
             statement,
             INCONCLUSIVE,
-            f"needs runs: BN (learning above chance) and LRN with >= {MIN_SEEDS} "
-            "seeds each, e.g. configs/notes/convergence-quick.yaml",
+            f"needs runs: BN (learning above chance) and LRN with "
+            f">= {MIN_SEEDS} seeds each, e.g. configs/notes/regularization-standard.yaml",
             thresholds,
         )
     updates = [c for c in (_probe_comparison(g, "update_ratio") for g in _norm_groups(studies)) if c]
@@ -295,57 +370,67 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
         )
     else:
         caveat = " Weight-update sizes are not measured by these runs (enable probes); the gap is the only evidence."
-    verdict = ladder(outcomes)
-    reason = {
-        REPRODUCED: "BN's train-test gap is smaller than LRN's.",
-        CONDITIONAL: "BN's gap is smaller than some LRN variants' only.",
-        NOT_REPRODUCED: "BN's train-test gap is not smaller than LRN's.",
-    }[verdict]
-    return Verdict("C3", statement, verdict, reason + caveat, thresholds, evidence, _runs_of(used))
+    reasons = {
+        REPRODUCED: "BN's train-test gap is measurably smaller than every LRN variant's.",
+        CONDITIONAL: "BN's gap is measurably smaller than some LRN variants' only.",
+        NOT_REPRODUCED: "BN's train-test gap is not measurably smaller than LRN's.",
+    }
+    return _decide("C3", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), caveat)
 
 
 def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "BN is cheaper to compute than LRN, and LRN's cost grows with its window n."
     thresholds = (
-        f"from studies that time LRN at two or more n beside BN; "
-        f"LRN costs more if its median epoch time exceeds BN's by > {100 * TIME_MARGIN:.0f}% and by more "
-        f"than BN's interquartile spread; grows with n if the median time rises with n in rank order and "
-        f"the largest n is >= {100 * (GROWTH - 1):.0f}% slower than the smallest (per impl)"
+        f"from studies that time LRN at two or more n beside BN, training-phase epoch times over repeats: per LRN "
+        f"variant its time minus BN's, >= {100 * TIME_MARGIN:.0f}% of BN's; per implementation the largest n's time "
+        f"minus the smallest's, >= {100 * (GROWTH - 1):.0f}% of the smallest's; each with its 95% Welch interval "
+        f"above 0"
     )
-    evidence, costlier, growth, used = [], [], {}, []
+    comparisons, evidence, used, growth = [], [], [], {}
     for group in _norm_groups(studies):
-        bn_times = [t for v in _by_norm(group, "bn") for t in v.epoch_times()]
+        bn = [v for v in _by_norm(group, "bn") if v.epoch_times()]
+        timed = [v for v in _by_norm(group, "lrn") if v.epoch_times()]
         # Only timing studies count: LRN timed at two or more n beside BN (others may run jobs side by side).
-        if not bn_times or len({v.get("model.lrn.size") for v in _by_norm(group, "lrn")}) < 2:
+        if not bn or len({v.get("model.lrn.size") for v in timed}) < 2:
             continue
-        q1, bn_median, q3 = quartiles(bn_times)
-        margin = max(TIME_MARGIN, (q3 - q1) / bn_median)
+        bn_times = bn[0].epoch_times()
+        bn_mean = mean_std(bn_times)[0]
         for v in sorted(group, key=lambda v: (v.norm, str(v.get("model.lrn.impl")), v.get("model.lrn.size") or 0)):
-            lo, median, hi = quartiles(v.epoch_times())
-            lrn = v.norm == "lrn"
+            mean, std = mean_std(v.epoch_times())
             evidence.append(
                 {
                     "study": v.study,
                     "variant": v.label,
                     "epochs timed": len(v.epoch_times()),
-                    "median epoch s": f"{median:.2f}",
-                    "IQR s": f"{lo:.2f}-{hi:.2f}",
-                    "ratio to BN": f"{median / bn_median:.2f}",
+                    "mean epoch s": f"{mean:.2f} +- {std:.2f}",
+                    "ratio to BN": f"{mean / bn_mean:.2f}",
                 }
             )
-            if lrn:
-                costlier.append(median / bn_median > 1 + margin)
-        timed = [v for v in _by_norm(group, "lrn") if v.epoch_times()]
+        for v in timed:
+            comparisons.append(
+                _compare(
+                    f"{v.study}: {v.label} minus BN, epoch s",
+                    v.epoch_times(),
+                    bn_times,
+                    TIME_MARGIN * bn_mean,
+                    unit=" s",
+                )
+            )
         for impl in dict.fromkeys(v.get("model.lrn.impl") for v in timed):
-            sizes = {
-                v.get("model.lrn.size"): quartiles(v.epoch_times())[1] for v in timed if v.get("model.lrn.impl") == impl
-            }
-            if len(sizes) >= 2:
-                ordered = [sizes[n] for n in sorted(sizes)]
-                rising = all(b >= a for a, b in zip(ordered, ordered[1:])) and ordered[-1] >= GROWTH * ordered[0]
-                growth.setdefault(impl, []).append(rising)
+            by_size = {v.get("model.lrn.size"): v for v in timed if v.get("model.lrn.impl") == impl}
+            if len(by_size) >= 2:
+                small, large = by_size[min(by_size)], by_size[max(by_size)]
+                grows = _compare(
+                    f"{group[0].study}: impl {impl}, n {max(by_size)} minus n {min(by_size)}, epoch s",
+                    large.epoch_times(),
+                    small.epoch_times(),
+                    (GROWTH - 1) * mean_std(small.epoch_times())[0],
+                    unit=" s",
+                )
+                comparisons.append(grows)
+                growth.setdefault(impl, []).append(grows.holds)
         used += group
-    if not costlier:
+    if not comparisons:
         return Verdict(
             "C4",
             statement,
@@ -353,37 +438,70 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
             "needs runs: BN and LRN timed in one study, e.g. configs/notes/timing-quick.yaml",
             thresholds,
         )
-    parts = [f"LRN cost more than BN in {sum(costlier)}/{len(costlier)} LRN variants."]
-    for impl, flags in growth.items():
-        parts.append(f"With impl {impl}, epoch time {'grew' if all(flags) else 'did not grow'} with n.")
     grows = {impl: all(flags) for impl, flags in growth.items()}
-    # The claim has two halves: every LRN variant costlier than BN, and the cost growing with n in every impl. Growth
-    # that was not tested counts as not shown.
-    verdict = ladder(costlier + (list(grows.values()) or [False]))
-    if verdict == CONDITIONAL and grows and not all(grows.values()):
-        parts.append(
-            "Growth with n is a property of the stock implementation, not of LRN: "
+    costlier = [c.holds for c in comparisons if "minus BN" in c.what]
+    extra = f" LRN cost measurably more than BN in {sum(costlier)}/{len(costlier)} LRN variants."
+    extra += "".join(f" With impl {i}, epoch time {'grew' if g else 'did not grow'} with n." for i, g in grows.items())
+    if grows and any(grows.values()) and not all(grows.values()):
+        extra += (
+            " Growth with n is a property of an implementation, not of LRN: "
             + ", ".join(f"{i}: {'grows' if g else 'flat'}" for i, g in grows.items())
             + "."
         )
-    if not grows:
-        parts.append("Growth with n was not tested (needs LRN at two or more sizes).")
-    return Verdict("C4", statement, verdict, " ".join(parts), thresholds, evidence, _runs_of(used))
+    reasons = {
+        REPRODUCED: "LRN cost more than BN, and its cost grew with n.",
+        CONDITIONAL: "Only part of the claim holds.",
+        NOT_REPRODUCED: "LRN was not measurably costlier than BN, nor did its cost grow with n.",
+    }
+    return _decide("C4", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
+
+
+def _left_chance(run, chance: float) -> str:
+    """Where a run first left chance: the epoch (test accuracy) and, with probes, the step (probe-batch accuracy)."""
+    epoch = next((m["epoch"] for m in run.metrics if m["test_acc"] > chance + CHANCE_TOLERANCE), None)
+    step = next((p["step"] for p in run.probes if p.get("probe_acc", 0) > chance + CHANCE_TOLERANCE), None)
+    if epoch is None and step is None:
+        return "never"
+    return f"epoch {epoch or 'never'}" + (f" (step {step})" if step else "")
 
 
 def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "With input normalization, LRN's k = 1 or 2 destabilises training: accuracy stays at chance (10%)."
     thresholds = (
-        f"a setting 'stays at chance' if every epoch's test accuracy of each of >= {MIN_SEEDS_CHANCE} seeds "
-        f"is within {100 * CHANCE_TOLERANCE:.0f} points of 1/classes"
+        f"a setting 'stays at chance' if, over >= {MIN_SEEDS_CHANCE} seeds, the 95% interval of its best epoch's test "
+        f"accuracy minus 1/classes lies below {100 * CHANCE_TOLERANCE:.0f} points"
     )
-    evidence, note_conditions, others, used = [], [], [], []
+
+    def at_chance(v: Variant) -> tuple[Comparison, bool]:
+        best = v.best_accs()
+        diff = welch(best, [v.chance()] * len(best))
+        stays = diff.has_interval and diff.high <= CHANCE_TOLERANCE
+        missing = (
+            ""
+            if stays
+            else (
+                "its best accuracy is measurably above chance"
+                if diff.low > CHANCE_TOLERANCE
+                else "its interval reaches beyond the tolerance"
+            )
+        )
+        return Comparison(
+            f"{v.study}: {v.label}, best test accuracy minus chance",
+            diff,
+            CHANCE_TOLERANCE,
+            stays,
+            missing,
+            100,
+            " points",
+        ), stays
+
+    comparisons, evidence, others, used = [], [], [], []
+    note_studies = set()
     for variants in studies.values():
         for v in variants:
-            # An identity LRN counts as none: a control (below), not an LRN setting.
             if v.norm != "lrn" or v.seeds() < MIN_SEEDS_CHANCE:
-                continue
-            at_chance = all(stays_at_chance(r, v.chance(), CHANCE_TOLERANCE) for r in v.finished)
+                continue  # an identity LRN counts as none: a control (below), not an LRN setting
+            comparison, stays = at_chance(v)
             is_note = v.get("model.lrn.k") in (1, 2) and v.get("data.input_norm") is True
             evidence.append(
                 {
@@ -392,12 +510,17 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
                     "seeds": v.seeds(),
                     "final test acc": _pct(mean_std(v.final_accs())[0]),
                     "note's condition": is_note,
-                    "stays at chance": at_chance,
+                    "stays at chance": stays,
+                    "left chance": ", ".join(_left_chance(r, v.chance()) for r in v.finished),
                 }
             )
-            (note_conditions if is_note else others).append((v, at_chance))
+            if is_note:
+                comparisons.append(comparison)
+                note_studies.add(v.study)
+            else:
+                others.append((v, stays))
             used.append(v)
-    if not note_conditions:
+    if not comparisons:
         return Verdict(
             "C5",
             statement,
@@ -405,33 +528,31 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             f"needs runs: LRN with k in {{1, 2}} and input_norm true, "
             f">= {MIN_SEEDS_CHANCE} seeds, e.g. configs/notes/k_collapse-quick.yaml",
             thresholds,
+            [],
             evidence,
         )
-    collapsed = [v.label for v, chance in note_conditions if chance]
-    elsewhere = [v.label for v, chance in others if chance]
-    # Controls: the same study's runs without an effective LRN. If they stay at chance too, k is not the cause.
+    # Controls: the same studies' runs without an effective LRN. If they stay at chance too, k is not the cause.
     controls = [
         v
         for variants in studies.values()
         for v in variants
-        if v.study in {n.study for n, _ in note_conditions} and v.seeds() >= MIN_SEEDS_CHANCE and v.norm == "none"
+        if v.study in note_studies and v.seeds() >= MIN_SEEDS_CHANCE and v.norm == "none"
     ]
-    stuck_controls = [
-        v.label for v in controls if all(stays_at_chance(r, v.chance(), CHANCE_TOLERANCE) for r in v.finished)
-    ]
+    stuck_controls = [v.label for v in controls if at_chance(v)[1]]
     for v in controls:
-        if v.get("model.norm") == "none":
-            evidence.append(
-                {
-                    "study": v.study,
-                    "variant": v.label,
-                    "seeds": v.seeds(),
-                    "final test acc": _pct(mean_std(v.final_accs())[0]),
-                    "note's condition": False,
-                    "stays at chance": v.label in stuck_controls,
-                }
-            )
+        evidence.append(
+            {
+                "study": v.study,
+                "variant": v.label,
+                "seeds": v.seeds(),
+                "final test acc": _pct(mean_std(v.final_accs())[0]),
+                "note's condition": False,
+                "stays at chance": v.label in stuck_controls,
+                "left chance": ", ".join(_left_chance(r, v.chance()) for r in v.finished),
+            }
+        )
     used += [v for v in controls if v not in used]
+    collapsed = [c for c in comparisons if c.holds]
     if collapsed and stuck_controls:
         return Verdict(
             "C5",
@@ -441,30 +562,30 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             "stayed at chance too, so these runs cannot tell k's effect: train longer or at another "
             "learning rate.",
             thresholds,
+            comparisons,
             evidence,
             _runs_of(used),
         )
-    verdict = ladder([chance for _, chance in note_conditions])
-    reason = {
-        REPRODUCED: "Every LRN setting with k in {1, 2} and normalized inputs stayed at chance.",
-        CONDITIONAL: f"Stayed at chance only for: {'; '.join(collapsed)}.",
-        NOT_REPRODUCED: "No setting with k in {1, 2} and normalized inputs stayed at chance: the note's stated "
-        "conditions alone do not produce it.",
-    }[verdict]
-    if elsewhere:
-        reason += f" Outside the note's conditions, these stayed at chance too: {'; '.join(elsewhere)}."
-    similarity = {
-        v.label: probe_summary(v)["filter_similarity"] for v, _ in note_conditions + others if probe_summary(v)
-    }
+    elsewhere = [v.label for v, stays in others if stays]
+    extra = f" Outside the note's conditions, these stayed at chance too: {'; '.join(elsewhere)}." if elsewhere else ""
+    similarity = {v.label: probe_summary(v)["filter_similarity"] for v in used if v.norm == "lrn" and probe_summary(v)}
     if similarity:
-        reason += (
+        extra += (
             " conv1 filter similarity at the end (probes, mean |cos|): "
             + ", ".join(f"{label} {value:.2f}" for label, value in similarity.items())
             + "."
         )
     else:
-        reason += " Filter similarity is not measured by these runs (enable probes)."
-    return Verdict("C5", statement, verdict, reason, thresholds, evidence, _runs_of(used))
+        extra += " Filter similarity is not measured by these runs (enable probes)."
+    reasons = {
+        REPRODUCED: "Every LRN setting with k in {1, 2} and normalized inputs stayed at chance.",
+        CONDITIONAL: "Stayed at chance only under some of the note's conditions: "
+        + "; ".join(c.what.split(": ", 1)[1].split(",")[0] for c in collapsed)
+        + ".",
+        NOT_REPRODUCED: "No setting with k in {1, 2} and normalized inputs stayed at chance: the note's stated "
+        "conditions alone do not produce it.",
+    }
+    return _decide("C5", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
 
 
 def all_claims(studies: dict[str, list[Variant]], target: float) -> list[Verdict]:

@@ -7,6 +7,7 @@ study whose configs are equal once the seed is set aside: the seeds (and timing 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 
@@ -70,8 +71,20 @@ class Variant:
         return 1 / len(classes)
 
 
+def study_name_of(run: LoadedRun) -> str | None:
+    """The name a study gave the run's variant: its run id (`pt-k2-norm,lr=0.01,seed=0`) without the seed and
+    repeat; None for a run of `lrnbn train`, whose folder is a timestamp."""
+    parts = [p for p in run.path.name.split(",") if not p.startswith(("seed=", "rep="))]
+    name = ",".join(parts)
+    return None if not name or TIMESTAMPED.match(run.path.name) else name
+
+
+TIMESTAMPED = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
+
+
 def group(runs: list[LoadedRun]) -> dict[str, list[Variant]]:
-    """study name -> its variants, each labelled by the keys in which the study's variants differ."""
+    """study name -> its variants, each labelled by the name the study gave it (its run ids without seed and
+    repeat), or else by the keys in which the study's variants differ."""
     studies: dict[str, dict[tuple, Variant]] = {}
     for run in runs:
         settings = variant_settings(flatten(run.config))
@@ -84,8 +97,12 @@ def group(runs: list[LoadedRun]) -> dict[str, list[Variant]]:
         varying = varying_keys(variants)
         names = short_names(varying)
         for variant in variants:
+            given = {study_name_of(r) for r in variant.runs}
             variant.label = (
-                ",".join(f"{names[k]}={show(variant.settings[k])}" for k in varying if k in variant.settings) or study
+                given.pop()
+                if len(given) == 1 and None not in given
+                else ",".join(f"{names[k]}={show(variant.settings[k])}" for k in varying if k in variant.settings)
+                or study
             )
         grouped[study] = variants
     return grouped
@@ -119,10 +136,6 @@ def to_target(run: LoadedRun, target: float) -> tuple[int | None, float | None]:
         if m["test_acc"] >= target:
             return m["epoch"], seconds
     return None, None
-
-
-def stays_at_chance(run: LoadedRun, chance: float, tolerance: float) -> bool:
-    return bool(run.metrics) and all(abs(m["test_acc"] - chance) <= tolerance for m in run.metrics)
 
 
 def probe_summary(variant: Variant) -> dict | None:

@@ -56,7 +56,7 @@ def test_c5_is_conditional_when_only_one_k_collapses(tmp_path):
             tmp_path, "kc", f"k2,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 2, "experiment.seed": seed}, CHANCE
         )
     verdict = claims.claim_c5(studies(tmp_path))
-    assert verdict.verdict == claims.CONDITIONAL and "k=2" in verdict.reason
+    assert verdict.verdict == claims.CONDITIONAL and "conditions: k2." in verdict.reason
 
 
 def timing_study(tmp_path, bn_time, torch_times: dict, fast_times: dict | None = None):
@@ -228,3 +228,30 @@ def test_an_identity_lrn_is_no_lrn_variant(tmp_path):
         )
     verdict = claims.claim_c2(studies(tmp_path), target=0.5)
     assert verdict.verdict == claims.INCONCLUSIVE  # BN against none: no LRN variant to compare with
+
+
+def test_welch_interval_matches_the_textbook_case():
+    # Equal n and variances: Welch's degrees of freedom are 2(n-1) = 4, t(0.975, 4) = 2.7764 (tables),
+    # standard error sqrt(1/3 + 1/3).
+    from lrnbn.stats import welch
+
+    diff = welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    half = 2.7764 * (2 / 3) ** 0.5
+    assert diff.estimate == -3.0
+    assert diff.low == pytest.approx(-3 - half, abs=1e-3) and diff.high == pytest.approx(-3 + half, abs=1e-3)
+    assert welch([1.0, 1.0], [0.5, 0.5]).low == 0.5  # no spread: the interval is the point
+    assert not welch([1.0], [0.5, 0.6]).has_interval
+
+
+def test_a_difference_whose_interval_reaches_zero_is_not_shown_and_the_verdict_says_so(tmp_path):
+    # LRN is slower to the target on average, but the seeds disagree: the interval reaches below zero.
+    for seed, lrn in enumerate(([0.3, 0.4, 0.52], [0.52, 0.55, 0.6], [0.3, 0.4, 0.45])):
+        make_run(tmp_path, "conv", f"bn,seed={seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.4, 0.55, 0.6])
+        make_run(tmp_path, "conv", f"lrn,seed={seed}", {"model.norm": "lrn", "experiment.seed": seed}, lrn)
+    verdict = claims.claim_c2(studies(tmp_path), target=0.5)
+    assert verdict.verdict == claims.NOT_REPRODUCED
+    (comparison,) = verdict.comparisons
+    assert comparison.diff.estimate == pytest.approx(2 / 3)  # epochs 3, 1 and never (4) against 2, 2, 2
+    assert comparison.diff.low < 0 < comparison.diff.high
+    assert not comparison.holds and "interval reaches 0" in comparison.missing
+    assert comparison.row()["difference [95% CI]"].startswith("+0.7 [")

@@ -24,12 +24,12 @@ def test_report_writes_markdown_tables_plots_and_claims_from_disk(tmp_path):
     text = path.read_text()
     assert path == tmp_path / "out" / "report.md"
     assert "## Study timing" in text and "## Claims" in text and "### C4: reproduced only under conditions" in text
-    timing = {row["variant"]: row for row in tables["timing"]}
-    assert timing["norm=bn"]["ratio to BN"] == "1.00"  # LRN settings do not label a run without LRN
-    assert timing["norm=lrn,size=10,impl=torch"]["ratio to BN"] == "1.80"
+    timing = {row["variant"]: row for row in tables["timing"]}  # labelled by the names the study gave its runs
+    assert timing["bn"]["ratio to BN"] == "1.00"
+    assert timing["torch10"]["ratio to BN"] == "1.80"
     sweep = {row["variant"]: row for row in tables["sweep"]}
-    assert sweep["alpha=0.01,k=1.0"]["epochs to 50%"] == "3.0 (2/2)"
-    assert sweep["alpha=0.02,k=2.0"]["epochs to 50%"] == "never (0/2)"
+    assert sweep["k1"]["epochs to 50%"] == "3.0 (2/2)"
+    assert sweep["k2"]["epochs to 50%"] == "never (0/2)"
     for png in ("timing-accuracy.png", "timing-time-vs-n.png", "sweep-accuracy.png", "sweep-heatmap.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000, png
         assert f"]({png})" in text
@@ -66,3 +66,14 @@ def test_report_names_the_process_count_of_torchrun_runs(tmp_path):
     ddp.write_env({**env, "distributed": {"world_size": 2, "backend": "nccl"}})
     text = build_report([tmp_path / "runs"], tmp_path / "out")[0].read_text()
     assert "Machine: test cpu, 2 threads; test cpu, 2 threads x 2 processes." in text
+
+
+def test_runs_of_lrnbn_train_are_labelled_by_the_keys_that_differ(tmp_path):
+    from lrnbn.results import group
+    from lrnbn.rundir import find_runs
+
+    make_run(tmp_path, "mine", "20261125-101500-0a1b2c", {"model.norm": "bn"}, LEARNS)
+    make_run(tmp_path, "mine", "20261125-101600-3d4e5f", {"model.norm": "lrn", "model.lrn.k": 2}, LEARNS)
+    make_run(tmp_path, "mine", "20261125-101700-6a7b8c", {"model.norm": "lrn", "model.lrn.k": 1}, LEARNS)
+    labels = sorted(v.label for v in group(find_runs([tmp_path]))["mine"])
+    assert labels == ["norm=bn", "norm=lrn,k=1.0", "norm=lrn,k=2.0"]  # LRN settings do not label a run without LRN
