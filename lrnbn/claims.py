@@ -152,7 +152,7 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
     )
     comparisons, evidence, used = [], [], []
     for study, variants in studies.items():
-        lrn = [v for v in _by_norm(variants, "lrn") if v.finished]
+        lrn = [v for v in _by_norm(variants, "lrn") if v.finished and v.seeds() >= MIN_SEEDS]
         bn = [v for v in _by_norm(variants, "bn") if v.finished]
         if len(lrn) < 2 or not bn or not any(v.learned(CHANCE_TOLERANCE) for v in bn):
             continue  # without a BN run that learned, accuracies say nothing about sensitivity

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lrnbn.claims import Verdict, all_claims
 from lrnbn.errors import UserError
+from lrnbn.keys import is_norm_key
 from lrnbn.results import Variant, group, mean_std, probe_summary, quartiles, short_names, to_target, varying_keys
 from lrnbn.rundir import FILTERS_FILE, atomic_write_text, find_runs
 
@@ -133,7 +134,9 @@ def _save(fig, ax, title: str, variants: list[Variant], path: Path, grid: bool =
     return path
 
 
-def plot_accuracy(study: str, variants: list[Variant], out: Path) -> Path:
+def plot_accuracy(study: str, variants: list[Variant], out: Path) -> Path | None:
+    if max((len(r.metrics) for v in variants for r in v.finished), default=0) < 2:
+        return None  # one epoch is a point, not a curve
     fig, (ax,) = _figure()
     for v in variants:
         finished = v.finished
@@ -184,47 +187,73 @@ def plot_time_vs_n(study: str, variants: list[Variant], out: Path) -> Path | Non
 
 
 # The note's questions are about LRN's settings: the heatmap prefers these keys, in this order, when they vary.
-HEATMAP_KEYS = ("model.lrn.k", "data.input_norm", "model.lrn.alpha", "model.lrn.size", "model.lrn.convention")
+HEATMAP_KEYS = (
+    "model.lrn.k",
+    "data.input_norm",
+    "train.lr",
+    "model.lrn.alpha",
+    "model.lrn.size",
+    "model.lrn.convention",
+)
+MAX_PANELS = 4  # a third swept key with at most this many values gets a panel per value
 
 
 def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
+    """Final test accuracy over the first two swept keys (LRN's first), one panel per value of a third key when it
+    has at most MAX_PANELS values; nothing when the map would show one number everywhere."""
     varying = [k for k in varying_keys(variants) if k != "model.norm"]
     keys = [k for k in HEATMAP_KEYS if k in varying] + [k for k in varying if k not in HEATMAP_KEYS]
     if len(keys) < 2:
         return None
     row_key, col_key = keys[0], keys[1]
     variants = [v for v in variants if row_key in v.settings and col_key in v.settings]
+    if is_norm_key(row_key) or is_norm_key(col_key):
+        variants = [v for v in variants if v.norm == "lrn"]  # an identity LRN is a control, not an LRN setting
+    panel_key = next((k for k in keys[2:] if 1 < len({repr(v.get(k)) for v in variants}) <= MAX_PANELS), None)
+    panels = sorted({v.get(panel_key) for v in variants}, key=str) if panel_key else [None]
     rows = sorted({v.get(row_key) for v in variants}, key=str)
     cols = sorted({v.get(col_key) for v in variants}, key=str)
-    grid = [
-        [[a for v in variants if v.get(row_key) == r and v.get(col_key) == c for a in v.final_accs()] for c in cols]
-        for r in rows
-    ]
-    values = [[100 * sum(cell) / len(cell) if cell else math.nan for cell in row] for row in grid]
-    fig, (ax,) = _figure(figsize=(1.4 * len(cols) + 3, 0.6 * len(rows) + 2.5))
-    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    for i, row in enumerate(values):
-        for j, value in enumerate(row):
-            empty = math.isnan(value)  # no run at this cell: the background shows through
-            ax.text(
-                j,
-                i,
-                "-" if empty else f"{value:.1f}",
-                ha="center",
-                va="center",
-                color="k" if empty else "w",
-                fontsize=8,
-            )
-    names = short_names([row_key, col_key])
-    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-    ax.set(xlabel=names[col_key], ylabel=names[row_key])
-    others = keys[2:]
-    fig.colorbar(image, ax=ax, label="test accuracy (%)")
+
+    def cell(panel, r, c) -> float:
+        accs = [
+            a
+            for v in variants
+            if v.get(row_key) == r and v.get(col_key) == c and (panel_key is None or v.get(panel_key) == panel)
+            for a in v.final_accs()
+        ]
+        return 100 * sum(accs) / len(accs) if accs else math.nan
+
+    maps = [[[cell(p, r, c) for c in cols] for r in rows] for p in panels]
+    shown = [x for m in maps for row in m for x in row if not math.isnan(x)]
+    if not shown or max(shown) - min(shown) < 1:
+        return None
+    names = short_names([row_key, col_key] + ([panel_key] if panel_key else []))
+    fig, axes = _figure(len(panels), figsize=(len(panels) * (1.3 * len(cols) + 1.5) + 1.5, 0.6 * len(rows) + 2.5))
+    for ax, panel, values in zip(axes, panels, maps):
+        image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        for i, row in enumerate(values):
+            for j, value in enumerate(row):
+                empty = math.isnan(value)  # no run at this cell: the background shows through
+                ax.text(
+                    j,
+                    i,
+                    "-" if empty else f"{value:.1f}",
+                    ha="center",
+                    va="center",
+                    color="k" if empty else "w",
+                    fontsize=8,
+                )
+        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+        ax.set(xlabel=names[col_key], ylabel=names[row_key])
+        if panel_key:
+            ax.set_title(f"{names[panel_key]} = {panel}", fontsize=8)
+    fig.colorbar(image, ax=list(axes), label="test accuracy (%)")
+    others = [k for k in keys[2:] if k != panel_key]
     title = f"{study}: final test accuracy (%), mean over seeds" + (
         f" and {', '.join(short_names(others).values())}" if others else ""
     )
-    return _save(fig, ax, title, variants, out / f"{study}-heatmap.png", grid=False)
+    return _save(fig, axes[-1], title, variants, out / f"{study}-heatmap.png", grid=False)
 
 
 def _probe_series(v: Variant, pick) -> tuple[list[int], list[float]]:
@@ -334,13 +363,11 @@ def _claim_section(verdict: Verdict) -> Section:
         f"*Thresholds:* {verdict.thresholds}.",
         f"*Runs used:* {len(verdict.runs)}" + (f" (under {_common_parent(verdict.runs)})" if verdict.runs else ""),
     ]
-    if verdict.evidence:
-        section.tables.append(
-            [
-                {k: ("yes" if v is True else "no" if v is False else v) for k, v in row.items()}
-                for row in verdict.evidence
-            ]
-        )
+    for rows in ([c.row() for c in verdict.comparisons], verdict.evidence):
+        if rows:
+            section.tables.append(
+                [{k: ("yes" if v is True else "no" if v is False else v) for k, v in row.items()} for row in rows]
+            )
     return section
 
 
@@ -349,46 +376,64 @@ def _common_parent(paths: list[str]) -> str:
     return ", ".join(sorted(parents))
 
 
+def horizon(variants: list[Variant]) -> str:
+    """How long and on what the study's runs trained: what every verdict drawn from it holds for."""
+    runs = [r for v in variants for r in v.finished] or [r for v in variants for r in v.runs]
+    epochs = sorted({len(r.metrics) for r in runs})
+    images = sorted({r.env.get("dataset", {}).get("train_size") for r in runs} - {None})
+    models = sorted({f"{r.get('model.arch')} width {r.get('model.width')}" for r in runs})
+    precision = sorted({(r.env.get("compute") or {}).get("precision", "fp32") for r in runs})
+    span = f"{epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else f"{epochs[0] if epochs else 0}"
+    sizes = "/".join(f"{n:,}" for n in images) or "?"
+    plural = "" if span == "1" else "s"
+    return f"{span} epoch{plural} of {sizes} training images, {', '.join(models)}, {', '.join(precision)}"
+
+
+# Which of a study's plots shows each claim best.
+CLAIM_FIGURES = {"C1": "heatmap", "C2": "accuracy", "C3": "accuracy", "C4": "time", "C5": "heatmap"}
+
+
+def summary_rows(verdicts: list[Verdict], studies: dict[str, list[Variant]]) -> list[dict]:
+    rows = []
+    for v in verdicts:
+        key = v.key_comparison
+        used = sorted({Path(run).parent.name for run in v.runs})
+        rows.append(
+            {
+                "claim": v.claim,
+                "verdict": v.verdict,
+                "key comparison": key.what if key else v.reason,
+                "difference [95% CI]": key.diff.text(key.scale, key.unit) if key else "-",
+                "shown": f"{sum(c.holds for c in v.comparisons)}/{len(v.comparisons)}" if v.comparisons else "-",
+                "horizon": "; ".join(f"{s}: {horizon(studies[s])}" for s in used if s in studies) or "-",
+            }
+        )
+    return rows
+
+
 def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Section], list[Verdict], dict]:
+    """The report: a one-screen summary (each claim's verdict, its key difference with its interval, the horizon,
+    the plot that shows it), then each claim's comparisons and evidence, then each study's tables and plots."""
     runs = find_runs(paths)
     if not runs:
         raise UserError(f"no run directories under {', '.join(map(str, paths))}")
     studies = group(runs)
-    sections = [
-        Section(
-            "lrnbn report",
-            level=1,
-            paragraphs=[
-                f"{len(runs)} runs in {len(studies)} studies, read from {', '.join(map(str, paths))}. Accuracies are "
-                f"test accuracies (fractions shown as %), mean +- std over seeds; epoch times cover the training phase "
-                f"only. "
-                f"Target accuracy for 'epochs to': {100 * target:.0f}%."
-            ],
-        )
-    ]
-    truncated = [str(r.path) for r in runs if r.truncated]
-    if truncated:
-        sections[0].paragraphs.append(
-            "metrics.jsonl ended in a truncated line (a crash) in: "
-            + ", ".join(truncated)
-            + "; that line was left out."
-        )
-    tables = {}
+    verdicts = all_claims(studies, target)
+    tables, figures, study_sections = {}, {}, []
     for study, variants in studies.items():
         section = Section(
-            f"Study {study}", paragraphs=[f"Dataset: {_dataset(variants)}. Machine: {_machine(variants)}."]
+            f"Study {study}",
+            paragraphs=[f"Dataset: {_dataset(variants)}. Machine: {_machine(variants)}. Horizon: {horizon(variants)}."],
         )
         tables[study] = study_table(variants, target)
         section.tables.append(tables[study])
-        section.images += [
-            p
-            for p in (
-                plot_accuracy(study, variants, out),
-                plot_time_vs_n(study, variants, out),
-                plot_heatmap(study, variants, out),
-            )
-            if p
-        ]
+        plots = {
+            "accuracy": plot_accuracy(study, variants, out),
+            "time": plot_time_vs_n(study, variants, out),
+            "heatmap": plot_heatmap(study, variants, out),
+        }
+        figures[study] = {name: path for name, path in plots.items() if path}
+        section.images += list(figures[study].values())
         probes = probe_table(variants)
         if probes:
             section.paragraphs.append(
@@ -401,13 +446,35 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
             if grids:
                 section.paragraphs.append(text)
                 section.images += grids
-        sections.append(section)
-    verdicts = all_claims(studies, target)
-    sections.append(
-        Section("Claims", paragraphs=["Each verdict is computed from the runs above; see lrnbn/claims.py."])
+        study_sections.append(section)
+
+    summary = Section(
+        "lrnbn report",
+        level=1,
+        paragraphs=[
+            f"{len(runs)} runs in {len(studies)} studies, read from {', '.join(map(str, paths))}. Each verdict "
+            f"rests on differences of means over seeds with their 95% Welch intervals (docs/claims.md); 'shown' "
+            f"counts the comparisons whose interval lies on the claimed side with at least the minimum effect. "
+            f"Every verdict holds for its horizon only. Target accuracy for 'epochs to': {100 * target:.0f}%."
+        ],
     )
-    sections += [_claim_section(v) for v in verdicts]
-    return sections, verdicts, tables
+    summary.tables.append(summary_rows(verdicts, studies))
+    for v in verdicts:
+        study = next((Path(run).parent.name for run in v.runs if Path(run).parent.name in figures), None)
+        figure = figures.get(study, {}).get(CLAIM_FIGURES[v.claim]) if study else None
+        if figure and figure not in summary.images:
+            summary.images.append(figure)
+    truncated = [str(r.path) for r in runs if r.truncated]
+    if truncated:
+        summary.paragraphs.append(
+            "metrics.jsonl ended in a truncated line (a crash) in: "
+            + ", ".join(truncated)
+            + "; that line was left out."
+        )
+    claims = Section(
+        "Claims", paragraphs=["Each verdict is computed from the runs of the studies below (lrnbn/claims.py)."]
+    )
+    return [summary, claims, *map(_claim_section, verdicts), *study_sections], verdicts, tables
 
 
 def _markdown_table(rows: list[dict]) -> str:

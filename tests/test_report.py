@@ -30,9 +30,15 @@ def test_report_writes_markdown_tables_plots_and_claims_from_disk(tmp_path):
     sweep = {row["variant"]: row for row in tables["sweep"]}
     assert sweep["k1"]["epochs to 50%"] == "3.0 (2/2)"
     assert sweep["k2"]["epochs to 50%"] == "never (0/2)"
-    for png in ("timing-accuracy.png", "timing-time-vs-n.png", "sweep-accuracy.png", "sweep-heatmap.png"):
+    for png in ("timing-time-vs-n.png", "sweep-accuracy.png", "sweep-heatmap.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000, png
         assert f"]({png})" in text
+    assert not (tmp_path / "out" / "timing-accuracy.png").exists()  # one epoch per run: no curve to draw
+    # The summary comes first: each claim's verdict with its key difference and interval, then the figures.
+    summary = text[: text.index("## Claims")]
+    assert "| claim | verdict | key comparison | difference [95% CI] | shown | horizon |" in summary
+    assert "| C4 | reproduced only under conditions | timing: fast1 minus BN, epoch s | +2.0 [" in summary
+    assert "](timing-time-vs-n.png)" in summary and "1 epoch of" in summary
 
 
 def test_html_report_has_its_images_inline(tmp_path):
