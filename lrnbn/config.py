@@ -103,6 +103,9 @@ class LRNConfig(_Section):
         description="across: neighbouring channels; within: Caffe's WITHIN_CHANNEL (convention caffe only), an n x n "
         "spatial window of the same channel with k = 1.",
     )
+    learnable: bool = Field(
+        False, description="Learn k, alpha and beta per layer (kept positive, starting at the configured values)."
+    )
     impl: Literal[IMPLS] = Field(
         "torch",
         description="torch: PyTorch's stock LRN (cost grows with size; what the note timed); fast: lrnbn's banded "
@@ -129,6 +132,17 @@ class ModelConfig(_Section):
     width: float = Field(1.0, gt=0, le=8, description="Multiplier on every layer's channel count.")
     norm: Literal[tuple(NORMS)] = Field(
         "bn", description="Normalisation at the positions where the architecture puts LRN. " + _choices_help(NORMS)
+    )
+    norm_affine: bool = Field(
+        True,
+        description="bn, gn and ln with their learned per-channel scale and shift; false: without (BN's "
+        "statistics without BN's trainable parameters).",
+    )
+    gn_groups: int = Field(
+        32, ge=1, le=1024, description="gn: groups of channels, the largest divisor of the channel count not above it."
+    )
+    norm_position: Literal["after_relu", "before_relu"] = Field(
+        "after_relu", description="Where each norm sits: after its ReLU (AlexNet's LRN) or before it (the BN paper's)."
     )
     norm_after_every_conv: bool = Field(
         False, description="Put the normalisation after every conv layer, not only at the LRN positions."
@@ -363,6 +377,11 @@ def _check_combinations(config: Config) -> None:
             canonical(lrn.size, lrn.alpha, lrn.beta, lrn.k, lrn.convention, lrn.region)
         except LRNParameterError as err:
             raise ConfigError(f"model.lrn.{err.key}: {err}") from None
+        if lrn.learnable and (lrn.alpha <= 0 or lrn.beta <= 0):
+            raise ConfigError(
+                f"model.lrn.learnable: needs alpha > 0 and beta > 0 (learned as exp of a free parameter), "
+                f"got alpha {lrn.alpha}, beta {lrn.beta}"
+            )
         if lrn.depth_radius is not None and lrn.convention != "tensorflow":
             raise ConfigError(
                 f"model.lrn.depth_radius: only the tensorflow convention has it; use size with {lrn.convention}"

@@ -18,6 +18,8 @@ IDENTITY_KEYS = frozenset({"experiment.seed", "experiment.name"})
 
 NORM_KEY = "model.norm"
 LRN_PREFIX = "model.lrn."
+# Keys that tune one normalization only, and the norms they apply to.
+NORM_SPECIFIC = {"model.norm_affine": ("bn", "gn", "ln"), "model.gn_groups": ("gn",)}
 
 
 def lookup(config, dotted: str):
@@ -49,24 +51,32 @@ def differing_keys(saved: dict, wanted: dict) -> list[str]:
 
 
 def variant_settings(flat: dict) -> dict:
-    """What makes a run's setting: its flattened config without machine and identity keys, and without LRN's keys
-    when the run has no LRN (they mean nothing to it)."""
-    lrn_unused = flat.get(NORM_KEY) != "lrn"
-    return {
-        k: v
-        for k, v in flat.items()
-        if k not in MACHINE_KEYS and k not in IDENTITY_KEYS and not (lrn_unused and k.startswith(LRN_PREFIX))
-    }
+    """What makes a run's setting: its flattened config without machine and identity keys, and without the keys of
+    normalizations the run does not have (LRN's keys mean nothing to a BN run)."""
+    norm = flat.get(NORM_KEY)
+
+    def applies(key: str) -> bool:
+        if key.startswith(LRN_PREFIX):
+            return norm == "lrn"
+        return key not in NORM_SPECIFIC or norm in NORM_SPECIFIC[key]
+
+    return {k: v for k, v in flat.items() if k not in MACHINE_KEYS and k not in IDENTITY_KEYS and applies(k)}
 
 
 def is_norm_key(key: str) -> bool:
-    """Keys that choose or tune the normalization: the keys in which a fair BN-versus-LRN comparison may differ."""
-    return key == NORM_KEY or key.startswith(LRN_PREFIX)
+    """Keys that choose or tune the normalization: the keys in which a fair comparison of norms may differ."""
+    return key == NORM_KEY or key.startswith(LRN_PREFIX) or key in NORM_SPECIFIC
 
 
 def effective_norm(settings: dict) -> str | None:
-    """The normalization a run really has: an LRN with alpha 0 is the identity, so it counts as none."""
+    """The normalization a run really has: an LRN with alpha 0 is the identity, so it counts as none; BN without its
+    affine and LRN with learned parameters are the ablations "bn-noaffine" and "lrn-learnable", not the BN and LRN
+    the note compares."""
     norm = settings.get(NORM_KEY)
     if norm == "lrn" and settings.get(f"{LRN_PREFIX}alpha") == 0:
         return "none"
+    if norm == "lrn" and settings.get(f"{LRN_PREFIX}learnable"):
+        return "lrn-learnable"
+    if norm == "bn" and settings.get("model.norm_affine") is False:
+        return "bn-noaffine"
     return norm

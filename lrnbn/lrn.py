@@ -17,6 +17,7 @@ Region "within" is Caffe's WITHIN_CHANNEL: an n x n spatial window of the same c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -235,8 +236,38 @@ def apply_lrn(x: torch.Tensor, p: CanonicalLRN, impl: str) -> torch.Tensor:
     return fast(x)
 
 
+def learnable_lrn(
+    x: torch.Tensor, p: CanonicalLRN, k: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, impl: str
+) -> torch.Tensor:
+    """LRN with k, alpha_eff and beta as tensors that autograd differentiates: p gives the window and region.
+
+    impl torch runs the stock function (which takes tensor parameters); fast and fused (whose hand-written backward
+    has no gradient for the parameters) run the banded window sum as plain differentiable operations."""
+    if p.region == "within":
+        n = p.window
+        mean_sq = F.avg_pool2d(x * x, n, stride=1, padding=n // 2, count_include_pad=True)
+        return x / (k + alpha * n * n * mean_sq).pow(beta)
+    if impl == "torch":
+        size = p.window
+        flip = p.before < p.after
+        out = F.local_response_norm(x.flip(1) if flip else x, size, alpha=alpha * size, beta=beta, k=k)
+        return out.flip(1) if flip else out
+    xf = _at_least_fp32(x)
+    band = band_matrix(x.shape[1], p.before, p.after, xf)
+    squares, channels_last = _as_matrix(xf * xf)
+    sums = squares @ band.T if channels_last else band @ squares
+    if channels_last:
+        n, c, h, w = x.shape
+        sums = sums.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    else:
+        sums = sums.reshape(x.shape)
+    return (xf * (k + alpha * sums).pow(-beta)).to(x.dtype)
+
+
 class LRN(nn.Module):
-    """The layer the models use: parameters in a framework's terms, computed canonically by `impl`."""
+    """The layer the models use: parameters in a framework's terms, computed canonically by `impl`. With
+    `learnable`, k, alpha_eff and beta are parameters of the layer, kept positive as exp of a free parameter and
+    starting at the configured values."""
 
     def __init__(
         self,
@@ -248,15 +279,32 @@ class LRN(nn.Module):
         convention: str = "pytorch",
         region: str = "across",
         impl: str = "fast",
+        learnable: bool = False,
     ):
         super().__init__()
         self.params = canonical(size, alpha, beta, k, convention, region)
         self.impl = impl
+        self.learnable = learnable
+        if learnable:
+            if alpha <= 0 or beta <= 0:
+                raise LRNParameterError(
+                    "learnable",
+                    f"a learnable LRN needs alpha > 0 and beta > 0 (its parameters "
+                    f"are exp of a free parameter), got alpha {alpha}, beta {beta}",
+                )
+            p = self.params
+            self.log_k = nn.Parameter(torch.tensor(math.log(p.k)))
+            self.log_alpha = nn.Parameter(torch.tensor(math.log(p.alpha_eff)))
+            self.log_beta = nn.Parameter(torch.tensor(math.log(p.beta)))
         self.described = (
             f"size={size}, alpha={alpha}, beta={beta}, k={k}, convention={convention}, region={region}, impl={impl}"
+            + (", learnable" if learnable else "")
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.learnable:
+            k, alpha, beta = self.log_k.exp(), self.log_alpha.exp(), self.log_beta.exp()
+            return learnable_lrn(x, self.params, k, alpha, beta, self.impl)
         return apply_lrn(x, self.params, self.impl)
 
     def extra_repr(self) -> str:

@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from lrnbn.config import ModelConfig
 
 
+def _relu_and_norm(cfg: ModelConfig, channels: int, norm: bool) -> list[nn.Module]:
+    """The ReLU and, where the architecture has a norm, the norm after it (AlexNet's order) or before it (the BN
+    paper's), per model.norm_position."""
+    if not norm:
+        return [nn.ReLU(inplace=True)]
+    if cfg.norm_position == "before_relu":
+        return [make_norm(cfg, channels), nn.ReLU(inplace=True)]
+    return [nn.ReLU(inplace=True), make_norm(cfg, channels)]
+
+
 def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
@@ -33,8 +43,7 @@ def alexnet(cfg: ModelConfig, num_classes: int) -> nn.Module:
     every = cfg.norm_after_every_conv
 
     def block(cin, cout, kernel, norm, pool):
-        layers = [nn.Conv2d(cin, cout, kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
-        layers += [make_norm(cfg, cout)] if norm else []
+        layers = [nn.Conv2d(cin, cout, kernel, padding=kernel // 2), *_relu_and_norm(cfg, cout, norm)]
         layers += [nn.MaxPool2d(3, stride=2, padding=1)] if pool else []
         return layers
 
@@ -67,22 +76,43 @@ def cifar_full(cfg: ModelConfig, num_classes: int) -> nn.Module:
     stages, one linear layer. Caffe's order is conv-pool-relu-norm for the first stage, conv-relu-pool-norm after."""
     c1, c2, c3 = (_scaled(c, cfg.width) for c in (32, 32, 64))
     every = cfg.norm_after_every_conv
+    if cfg.norm_position == "before_relu":  # each norm moves to just before its stage's ReLU
+        stages = [
+            [nn.Conv2d(3, c1, 5, padding=2), nn.MaxPool2d(3, stride=2, ceil_mode=True), *_relu_and_norm(cfg, c1, True)],
+            [
+                nn.Conv2d(c1, c2, 5, padding=2),
+                *_relu_and_norm(cfg, c2, True),
+                nn.AvgPool2d(3, stride=2, ceil_mode=True),
+            ],
+            [
+                nn.Conv2d(c2, c3, 5, padding=2),
+                *_relu_and_norm(cfg, c3, every),
+                nn.AvgPool2d(3, stride=2, ceil_mode=True),
+            ],
+        ]
+    else:
+        stages = [
+            [
+                nn.Conv2d(3, c1, 5, padding=2),
+                nn.MaxPool2d(3, stride=2, ceil_mode=True),
+                nn.ReLU(inplace=True),
+                make_norm(cfg, c1),
+            ],
+            [
+                nn.Conv2d(c1, c2, 5, padding=2),
+                nn.ReLU(inplace=True),
+                nn.AvgPool2d(3, stride=2, ceil_mode=True),
+                make_norm(cfg, c2),
+            ],
+            [
+                nn.Conv2d(c2, c3, 5, padding=2),
+                nn.ReLU(inplace=True),
+                nn.AvgPool2d(3, stride=2, ceil_mode=True),
+                *([make_norm(cfg, c3)] if every else []),
+            ],
+        ]
     return nn.Sequential(
-        nn.Sequential(
-            nn.Conv2d(3, c1, 5, padding=2),
-            nn.MaxPool2d(3, stride=2, ceil_mode=True),
-            nn.ReLU(inplace=True),
-            make_norm(cfg, c1),
-            nn.Conv2d(c1, c2, 5, padding=2),
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(3, stride=2, ceil_mode=True),
-            make_norm(cfg, c2),
-            nn.Conv2d(c2, c3, 5, padding=2),
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(3, stride=2, ceil_mode=True),
-            *([make_norm(cfg, c3)] if every else []),
-            nn.AdaptiveAvgPool2d(4),
-        ),
+        nn.Sequential(*(layer for stage in stages for layer in stage), nn.AdaptiveAvgPool2d(4)),
         nn.Sequential(nn.Flatten(), nn.Linear(c3 * 16, num_classes)),
     )
 

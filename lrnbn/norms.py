@@ -31,13 +31,37 @@ class NormSlot(nn.Module):
 
 def batch_norm(cfg: ModelConfig, channels: int) -> nn.Module:
     """Batch Normalization (batch statistics per channel, a learned scale and shift gamma, beta)."""
-    return nn.BatchNorm2d(channels)
+    return nn.BatchNorm2d(channels, affine=cfg.norm_affine)
+
+
+def group_norm(cfg: ModelConfig, channels: int) -> nn.Module:
+    """Group Normalization (statistics per image over groups of channels; model.gn_groups)."""
+    return nn.GroupNorm(groups_for(channels, cfg.gn_groups), channels, affine=cfg.norm_affine)
+
+
+def layer_norm(cfg: ModelConfig, channels: int) -> nn.Module:
+    """Layer Normalization over channels, height and width of each image (one group), per-channel scale and shift."""
+    return nn.GroupNorm(1, channels, affine=cfg.norm_affine)
+
+
+def groups_for(channels: int, wanted: int) -> int:
+    """The largest divisor of `channels` not above `wanted`: GroupNorm needs groups that divide the channels."""
+    return max(g for g in range(1, min(wanted, channels) + 1) if channels % g == 0)
 
 
 def local_response_norm(cfg: ModelConfig, channels: int) -> nn.Module:
-    """Local Response Normalization with the hand-set model.lrn.* parameters (nothing learned)."""
+    """Local Response Normalization with the model.lrn.* parameters (hand-set, or learned with lrn.learnable)."""
     lrn = cfg.lrn
-    return LRN(lrn.size, lrn.alpha, lrn.beta, lrn.k, convention=lrn.convention, region=lrn.region, impl=lrn.impl)
+    return LRN(
+        lrn.size,
+        lrn.alpha,
+        lrn.beta,
+        lrn.k,
+        convention=lrn.convention,
+        region=lrn.region,
+        impl=lrn.impl,
+        learnable=lrn.learnable,
+    )
 
 
 def no_norm(cfg: ModelConfig, channels: int) -> nn.Module:
@@ -48,6 +72,8 @@ def no_norm(cfg: ModelConfig, channels: int) -> nn.Module:
 NORMS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {
     "bn": batch_norm,
     "lrn": local_response_norm,
+    "gn": group_norm,
+    "ln": layer_norm,
     "none": no_norm,
 }
 

@@ -19,6 +19,7 @@ from lrnbn.errors import UserError
 from lrnbn.keys import is_norm_key
 from lrnbn.results import Variant, group, mean_std, probe_summary, quartiles, short_names, to_target, varying_keys
 from lrnbn.rundir import FILTERS_FILE, atomic_write_text, find_runs
+from lrnbn.stats import welch
 
 STATUS_ORDER = ("completed", "diverged", "interrupted", "failed", "running")
 
@@ -389,6 +390,66 @@ def horizon(variants: list[Variant]) -> str:
     return f"{span} epoch{plural} of {sizes} training images, {', '.join(models)}, {', '.join(precision)}"
 
 
+def _ablation_arm(variants: list[Variant], norm: str, position: str = "after_relu") -> Variant | None:
+    return next(
+        (
+            v
+            for v in variants
+            if v.norm == norm and (v.get("model.norm_position") or "after_relu") == position and v.finished
+        ),
+        None,
+    )
+
+
+def ablation_rows(variants: list[Variant]) -> tuple[list[dict], str]:
+    """What in BN beats LRN, from a study with BN, LRN and some of their ablations: each variant's final test accuracy
+    minus hand-set LRN's (95% Welch interval), and in words how much of BN's lead remains without BN's affine and
+    how much of LRN's gap closes when its parameters learn. Empty without BN and LRN in the study."""
+    lrn, bn = _ablation_arm(variants, "lrn"), _ablation_arm(variants, "bn")
+    arms = [
+        ("BN", bn),
+        ("BN without affine", _ablation_arm(variants, "bn-noaffine")),
+        ("BN before ReLU", _ablation_arm(variants, "bn", "before_relu")),
+        ("learnable LRN", _ablation_arm(variants, "lrn-learnable")),
+        ("GN", _ablation_arm(variants, "gn")),
+        ("LN", _ablation_arm(variants, "ln")),
+        ("none", _ablation_arm(variants, "none")),
+    ]
+    present = [(name, v) for name, v in arms if v]
+    if not (lrn and bn) or len(present) < 3:
+        return [], ""
+    diffs = {name: welch(v.final_accs(), lrn.final_accs()) for name, v in present}
+    rows = [
+        {
+            "variant": f"{name} ({v.label})",
+            "final test acc": _pm(v.final_accs()),
+            "minus hand-set LRN [95% CI]": diffs[name].text(100, " points"),
+            "seeds": v.seeds(),
+        }
+        for name, v in present
+    ]
+    lead = diffs["BN"].estimate
+    words = [f"BN leads hand-set LRN by {diffs['BN'].text(100, ' points')}."]
+    if "BN without affine" in diffs and lead:
+        remains = diffs["BN without affine"].estimate
+        words.append(
+            f"Without its affine, BN leads by {diffs['BN without affine'].text(100, ' points')}: "
+            f"{100 * remains / lead:.0f}% of its lead remains."
+        )
+    if "learnable LRN" in diffs and lead:
+        closed = diffs["learnable LRN"].estimate
+        words.append(
+            f"Learning k, alpha and beta moves LRN by {diffs['learnable LRN'].text(100, ' points')}: "
+            f"{100 * closed / lead:.0f}% of the gap to BN closes."
+        )
+    if "BN before ReLU" in diffs:
+        words.append(
+            f"BN before its ReLU: {diffs['BN before ReLU'].text(100, ' points')} against LRN "
+            f"(after: {diffs['BN'].text(100, ' points')})."
+        )
+    return rows, " ".join(words)
+
+
 # Which of a study's plots shows each claim best.
 CLAIM_FIGURES = {"C1": "heatmap", "C2": "accuracy", "C3": "accuracy", "C4": "time", "C5": "heatmap"}
 
@@ -419,7 +480,7 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
         raise UserError(f"no run directories under {', '.join(map(str, paths))}")
     studies = group(runs)
     verdicts = all_claims(studies, target)
-    tables, figures, study_sections = {}, {}, []
+    tables, figures, study_sections, answers = {}, {}, [], []
     for study, variants in studies.items():
         section = Section(
             f"Study {study}",
@@ -434,6 +495,11 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
         }
         figures[study] = {name: path for name, path in plots.items() if path}
         section.images += list(figures[study].values())
+        ablations, answer = ablation_rows(variants)
+        if ablations:
+            section.paragraphs.append(f"*Ablations (C1, C2):* {answer}")
+            answers.append(f"*Ablations in {study}:* {answer}")
+            section.tables.append(ablations)
         probes = probe_table(variants)
         if probes:
             section.paragraphs.append(
@@ -459,6 +525,7 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
         ],
     )
     summary.tables.append(summary_rows(verdicts, studies))
+    summary.paragraphs += answers
     for v in verdicts:
         study = next((Path(run).parent.name for run in v.runs if Path(run).parent.name in figures), None)
         figure = figures.get(study, {}).get(CLAIM_FIGURES[v.claim]) if study else None

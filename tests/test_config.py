@@ -70,7 +70,7 @@ BAD_CONFIGS = [
     ("beta_negative", {"model": {"lrn": {"beta": -0.5}}}, "model.lrn.beta: Input should be greater than or equal to 0"),
     ("k_zero", {"model": {"lrn": {"k": 0}}}, "model.lrn.k: Input should be greater than 0"),
     ("unknown_arch", {"model": {"arch": "vgg"}}, "model.arch: Input should be 'alexnet' or 'cifar-full'"),
-    ("unknown_norm", {"model": {"norm": "gn"}}, "model.norm: Input should be 'bn', 'lrn' or 'none'"),
+    ("unknown_norm", {"model": {"norm": "wn"}}, "model.norm: Input should be 'bn', 'lrn', 'gn', 'ln' or 'none'"),
     (
         "unknown_optimizer",
         {"train": {"optimizer": "rmsprop"}},
@@ -85,6 +85,11 @@ BAD_CONFIGS = [
     ("section_not_mapping", {"train": 5}, "train: Input should be a valid dictionary"),
     ("multistep_without_milestones", {"train": {"schedule": "multistep"}}, "train.milestones: the multistep schedule"),
     ("milestones_not_ascending", {"train": {"milestones": [5, 3]}}, "train.milestones: expected strictly ascending"),
+    (
+        "learnable_lrn_alpha_0",
+        {"model": {"norm": "lrn", "lrn": {"learnable": True, "alpha": 0}}},
+        "model.lrn.learnable: needs alpha > 0",
+    ),
     ("amp_on_mps", {"train": {"amp": True, "device": "mps"}}, "train.amp: bf16 autocast runs on CUDA and on CPUs"),
 ]
 

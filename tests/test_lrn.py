@@ -242,3 +242,28 @@ def test_tensorflow_depth_radius_is_the_window_2r_plus_1(write_config):
     )
     assert config.model.lrn.size == 5
     assert load_config(write_config({"model": {"norm": "lrn", "lrn": config.model.lrn.model_dump()}})) == config
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    "convention,size,region",
+    [("pytorch", 5, "across"), ("onnx", 4, "across"), ("alexnet-paper", 3, "across"), ("caffe", 3, "within")],
+)
+def test_learnable_lrn_starts_at_the_configured_layer_and_its_parameter_gradients_pass_gradcheck(
+    impl, convention, size, region
+):
+    torch.manual_seed(1)
+    layer = LRN(size, 0.3, 0.75, 1.5, convention=convention, region=region, impl=impl, learnable=True).double()
+    fixed = LRN(size, 0.3, 0.75, 1.5, convention=convention, region=region, impl=impl)
+    x = torch.randn(2, 7, 4, 4, dtype=torch.float64) * 2
+    torch.testing.assert_close(layer(x), fixed(x))
+
+    # gradcheck compares autograd's gradients with finite differences, for k, alpha, beta and the input.
+    from lrnbn.lrn import learnable_lrn
+
+    k, alpha, beta = (p.detach().exp().requires_grad_() for p in (layer.log_k, layer.log_alpha, layer.log_beta))
+    assert torch.autograd.gradcheck(
+        lambda k, a, b, t: learnable_lrn(t, layer.params, k, a, b, impl), (k, alpha, beta, x.clone().requires_grad_())
+    )
+    layer(x).sum().backward()  # and the layer's own parameters receive them
+    assert all(p.grad is not None and torch.isfinite(p.grad) for p in (layer.log_k, layer.log_alpha, layer.log_beta))

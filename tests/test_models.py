@@ -52,3 +52,58 @@ def test_norm_parameter_count_sees_batch_norm_turned_into_sync_batch_norm():
     assert any(isinstance(m, nn.SyncBatchNorm) for m in synced_model.modules())
     synced = count_parameters(synced_model)
     assert synced == plain and synced["norm_trainable"] == 2 * (32 + 96)
+
+
+def _norm_layers(cfg: ModelConfig) -> list[nn.Module]:
+    return [slot.inner for slot in build_model(cfg, 10).modules() if isinstance(slot, NormSlot)]
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_and_layer_norm_match_torchs_own_layers(affine):
+    torch.manual_seed(0)
+    x = torch.randn(4, 48, 5, 5) * 3 + 1
+    gn = _norm_layers(ModelConfig(norm="gn", width=0.25, norm_affine=affine))[1]  # conv2 at width 0.25: 48 channels
+    assert gn.num_groups == 24  # 32 does not divide 48: the largest divisor below it
+    ln = _norm_layers(ModelConfig(norm="ln", width=0.25, norm_affine=affine))[1]
+    for layer in (gn, ln):
+        if affine:
+            with torch.no_grad():
+                layer.weight.uniform_(0.5, 2)
+                layer.bias.uniform_(-1, 1)
+        else:
+            assert not list(layer.parameters())
+    torch.testing.assert_close(gn(x), nn.functional.group_norm(x, 24, gn.weight, gn.bias, eps=gn.eps))
+    reference = nn.LayerNorm([48, 5, 5], elementwise_affine=False, eps=ln.eps)(x)
+    if affine:
+        reference = reference * ln.weight[:, None, None] + ln.bias[:, None, None]
+    torch.testing.assert_close(ln(x), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_without_affine_is_torchs_and_has_no_trainable_parameters():
+    model = build_model(ModelConfig(norm="bn", width=0.25, norm_affine=False), 10)
+    bn = _norm_layers(ModelConfig(norm="bn", width=0.25, norm_affine=False))[0]
+    reference = nn.BatchNorm2d(16, affine=False)
+    x = torch.randn(8, 16, 6, 6)
+    torch.testing.assert_close(bn(x), reference(x))
+    assert count_parameters(model)["norm_trainable"] == 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_norm_position_puts_the_norm_before_or_after_the_relu(arch):
+    for position, expected in (("after_relu", (nn.ReLU, NormSlot)), ("before_relu", (NormSlot, nn.ReLU))):
+        layers = list(build_model(ModelConfig(arch=arch, norm="bn", width=0.25, norm_position=position), 10)[0])
+        first_norm = next(i for i, m in enumerate(layers) if isinstance(m, NormSlot))
+        pair = (
+            (layers[first_norm - 1], layers[first_norm])
+            if position == "after_relu"
+            else layers[first_norm : first_norm + 2]
+        )
+        assert tuple(type(m) for m in pair) == expected
+        assert sum(isinstance(m, NormSlot) for m in layers) == 2
+
+
+def test_a_learnable_lrn_counts_its_three_parameters_per_layer():
+    from lrnbn.config import LRNConfig
+
+    model = build_model(ModelConfig(norm="lrn", width=0.25, lrn=LRNConfig(learnable=True)), 10)
+    assert count_parameters(model)["norm_trainable"] == 2 * 3

@@ -83,3 +83,31 @@ def test_runs_of_lrnbn_train_are_labelled_by_the_keys_that_differ(tmp_path):
     make_run(tmp_path, "mine", "20261125-101700-6a7b8c", {"model.norm": "lrn", "model.lrn.k": 1}, LEARNS)
     labels = sorted(v.label for v in group(find_runs([tmp_path]))["mine"])
     assert labels == ["norm=bn", "norm=lrn,k=1.0", "norm=lrn,k=2.0"]  # LRN settings do not label a run without LRN
+
+
+def test_the_report_says_how_much_of_bns_lead_remains_without_affine_and_how_much_learning_lrn_closes(tmp_path):
+    finals = {"bn": 0.70, "bn-noaffine": 0.60, "lrn": 0.50, "lrn-learnable": 0.55, "none": 0.45}
+    settings = {
+        "bn": {"model.norm": "bn"},
+        "bn-noaffine": {"model.norm": "bn", "model.norm_affine": False},
+        "lrn": {"model.norm": "lrn"},
+        "lrn-learnable": {"model.norm": "lrn", "model.lrn.learnable": True},
+        "none": {"model.norm": "none"},
+    }
+    for seed in (0, 1):
+        for name, final in finals.items():
+            make_run(
+                tmp_path / "runs",
+                "abl",
+                f"{name},seed={seed}",
+                {**settings[name], "experiment.seed": seed},
+                [0.3, final + 0.01 * seed],
+            )
+    path, _, _ = build_report([tmp_path / "runs"], tmp_path / "out", "md", target=0.5)
+    text = path.read_text()
+    summary = text[: text.index("## Claims")]
+    # Seeds 0.01 apart on both sides: Welch's interval is 20 +- t(0.975, 2) * 0.707 = 20 +- 3.0 points.
+    assert "*Ablations in abl:* BN leads hand-set LRN by +20.0 [+17.0, +23.0] points." in summary
+    assert "Without its affine, BN leads by +10.0 [+7.0, +13.0] points: 50% of its lead remains." in summary
+    assert "moves LRN by +5.0 [+2.0, +8.0] points: 25% of the gap to BN closes." in summary
+    assert "| BN without affine (bn-noaffine) | 60.5 +- 0.7% | +10.0 [+7.0, +13.0] points | 2 |" in text
