@@ -71,6 +71,7 @@ def study_table(variants: list[Variant], target: float) -> list[dict]:
                 if not (math.isnan(median) or math.isnan(bn_median))
                 else "-",
                 "params": v.runs[0].env.get("model", {}).get("trainable", "?"),
+                "norm params": v.runs[0].env.get("model", {}).get("norm_trainable", "?"),
             }
         )
     return rows
