@@ -31,6 +31,7 @@ from lrnbn.config import (
     format_validation_error,
     load_config,
     read_yaml_mapping,
+    shorten,
     unknown_key_message,
     validate,
 )
@@ -66,6 +67,9 @@ class StudyFile(BaseModel):
             if not values:
                 raise ValueError(f"{key} has no values")
         return grid
+
+
+MAX_RUN_ID_BYTES = 200  # file systems allow 255 bytes per folder name
 
 
 @dataclass
@@ -130,6 +134,19 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
                     order = (s_index, repeat, v_index) if spec.interleave else (v_index, s_index, repeat)
                     runs.append((order, PlannedRun(run_id, config)))
     runs.sort(key=lambda pair: pair[0])
+    seen = set()
+    for _, planned in runs:
+        if len(planned.run_id.encode()) > MAX_RUN_ID_BYTES:
+            raise ConfigError(
+                f"{path}: run id {shorten(planned.run_id)} is longer than {MAX_RUN_ID_BYTES} bytes "
+                f"(a folder name): shorten the variant names or grid values"
+            )
+        if planned.run_id in seen:
+            raise ConfigError(
+                f"{path}: two runs would share the id {shorten(planned.run_id)}: give every variant its "
+                f"own name and every grid value a distinct spelling"
+            )
+        seen.add(planned.run_id)
     return Study(name, path, [run for _, run in runs])
 
 

@@ -49,7 +49,9 @@ class ExperimentConfig(_Section):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="Name of the experiment; runs go to RUNS_DIR/<name>/. Letters, digits, '.', '_' and '-'.",
     )
-    seed: int = Field(0, ge=0, description="Seed for weights, data order, augmentation and synthetic data.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed for weights, data order, augmentation and synthetic data."
+    )
 
 
 class DataConfig(_Section):
@@ -71,10 +73,10 @@ class DataConfig(_Section):
     )
     augment: bool = Field(True, description="Random crop (pad 4) and horizontal flip of training batches.")
     train_limit: int | None = Field(
-        None, ge=1, description="Use the first N training images of a fixed shuffled order; null = all."
+        None, ge=1, le=10**8, description="Use the first N training images of a fixed shuffled order; null = all."
     )
     test_limit: int | None = Field(
-        None, ge=1, description="Use the first N test images of a fixed shuffled order; null = all."
+        None, ge=1, le=10**8, description="Use the first N test images of a fixed shuffled order; null = all."
     )
     synthetic_train_size: int = Field(2048, ge=10, le=1_000_000, description="Synthetic dataset: training images.")
     synthetic_test_size: int = Field(512, ge=10, le=1_000_000, description="Synthetic dataset: test images.")
@@ -89,11 +91,12 @@ class LRNConfig(_Section):
     size: int = Field(
         5,
         ge=1,
+        le=255,
         description="Window n: channels summed (across) or n x n pixels (within). tensorflow: the window 2r+1 "
         "(odd), or give depth_radius instead. caffe, tensorflow, alexnet-paper: odd only; cudnn: 1..16.",
     )
     depth_radius: int | None = Field(
-        None, ge=0, description="tensorflow only: its depth_radius r, the same as size 2r+1."
+        None, ge=0, le=127, description="tensorflow only: its depth_radius r, the same as size 2r+1."
     )
     alpha: float = Field(1e-4, ge=0, description="Scale alpha, in the convention's own meaning.")
     beta: float = Field(0.75, ge=0, description="Exponent beta.")
@@ -155,7 +158,7 @@ class ModelConfig(_Section):
         description="Under torchrun: batch-norm statistics over the whole global batch (SyncBatchNorm; CUDA "
         "only) instead of each process's slice. No effect in one process or without BN.",
     )
-    init_std: list[Annotated[float, Field(gt=0)]] | None = Field(
+    init_std: Annotated[list[Annotated[float, Field(gt=0)]], Field(max_length=64)] | None = Field(
         None,
         description="Gaussian initial weights with these standard deviations, one per conv/linear layer in model "
         "order, biases zero (Caffe's gaussian filler); null = PyTorch's default initialisation.",
@@ -165,8 +168,10 @@ class ModelConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, le=10_000, description="Training epochs.")
-    batch_size: int = Field(128, ge=1, description="Training batch size.")
-    eval_batch_size: int = Field(500, ge=1, description="Batch size for evaluation (does not affect results).")
+    batch_size: int = Field(128, ge=1, le=65536, description="Training batch size.")
+    eval_batch_size: int = Field(
+        500, ge=1, le=65536, description="Batch size for evaluation (does not affect results)."
+    )
     optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="Optimizer.")
     lr: float = Field(0.01, gt=0, le=10, description="Peak learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (adam/adamw: beta1).")
@@ -178,18 +183,18 @@ class TrainConfig(_Section):
         "the end; onecycle: linear from lr/25 up to lr over warm-up (30% of training when warmup_epochs is 0), "
         "then linearly down to 0.",
     )
-    milestones: list[Annotated[int, Field(ge=1)]] | None = Field(
+    milestones: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=64)] | None = Field(
         None, description="multistep schedule: the optimizer steps (iterations, ascending) where lr is multiplied."
     )
-    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up from 0 to lr over this many epochs.")
-    step_every: int = Field(10, ge=1, description="step schedule: epochs between decays.")
+    warmup_epochs: float = Field(0.0, ge=0, le=10_000, description="Linear warm-up from 0 to lr over this many epochs.")
+    step_every: int = Field(10, ge=1, le=10_000, description="step schedule: epochs between decays.")
     step_gamma: float = Field(0.1, gt=0, le=1, description="step and multistep schedules: factor at each decay.")
-    decay_mult: list[Annotated[float, Field(ge=0)]] | None = Field(
+    decay_mult: Annotated[list[Annotated[float, Field(ge=0)]], Field(max_length=64)] | None = Field(
         None,
         description="Weight-decay multiplier of each conv/linear layer's weights, in model order (Caffe's "
         "decay_mult); null = 1 for all.",
     )
-    bias_decay_mult: list[Annotated[float, Field(ge=0)]] | None = Field(
+    bias_decay_mult: Annotated[list[Annotated[float, Field(ge=0)]], Field(max_length=64)] | None = Field(
         None, description="The same for each conv/linear layer's bias; null = 1 for all."
     )
     bias_lr_mult: float = Field(1.0, gt=0, le=100, description="Learning-rate multiplier of every bias (Caffe: 2).")
@@ -216,7 +221,9 @@ class ProbesConfig(_Section):
         "(lrnbn/probes.py); they do not change training, and their time counts in epoch_time_s.",
     )
     every: int = Field(50, ge=1, description="Steps between probe points.")
-    batch_size: int = Field(256, ge=1, description="Images in the fixed probe batch: the first of the training split.")
+    batch_size: int = Field(
+        256, ge=1, le=65536, description="Images in the fixed probe batch: the first of the training split."
+    )
 
 
 class LogConfig(_Section):
@@ -283,7 +290,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         message = unknown_key_message(loc)
     else:
         value = first.get("input")
-        shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+        shown = f" (got {shorten(value)})" if not isinstance(value, dict) else ""
         message = f"{'.'.join(loc)}: {first['msg'].removeprefix('Value error, ')}{shown}"
     more = len(err.errors()) - 1
     return f"{source}: {message}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
@@ -309,9 +316,9 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
             f"--set {key}: is a section; set one of its keys, e.g. {all_keys(_section_at(path), key + '.')[0]}"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml_text(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+        raise ConfigError(f"--set {key}: value {shorten(raw)} is not valid YAML ({exc.__class__.__name__})") from None
     return path, value
 
 
@@ -334,22 +341,79 @@ def _deep_copy(raw: dict) -> dict:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
 
 
+MAX_YAML_BYTES = 1 << 20  # a config or study file is a few kilobytes; an endless one must not fill memory
+# Nested aliases expand exponentially when a value is walked (a "billion laughs" file of a few hundred bytes): the
+# document's size with every alias expanded is bounded, as is its nesting.
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 32
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with bounds on the expanded size and the nesting, and duplicate keys refused (PyYAML
+    keeps the last silently)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+        self.expanded: dict[int, int] = {}  # id(node) -> its size with aliases expanded
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        if id(node) not in self.expanded:  # an alias returns its anchor's node, already counted
+            children = (
+                node.value
+                if isinstance(node, yaml.SequenceNode)
+                else ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+            )
+            self.expanded[id(node)] = 1 + sum(self.expanded.get(id(child), 1) for child in children)
+            if self.expanded[id(node)] > MAX_YAML_NODES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_NODES} values once its aliases are expanded")
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        repeated = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if repeated is not None:
+            raise yaml.YAMLError(f"key {shorten(repeated)} appears twice in one mapping")
+        return super().construct_mapping(node, deep=deep)
+
+
+def shorten(value, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters: a message never repeats a huge input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_yaml_text(text: str):
+    return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 (a safe loader with bounds)
+
+
 def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
     """Read a YAML file that must hold a mapping; every failure is a one-line ConfigError."""
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+        if len(data) > MAX_YAML_BYTES:
+            raise ConfigError(f"{what} {path} is larger than {MAX_YAML_BYTES // 1024} KB: not a config")
+        text = data.decode()
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError, OSError) as exc:
         raise ConfigError(
-            f"cannot read {what} {path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
+            f"cannot read {what} {path}: {exc.__class__.__name__}: {shorten(getattr(exc, 'strerror', None) or exc)}"
         ) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml_text(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [exc.__class__.__name__])[0][:200]
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
     if raw is None:
         return {}

@@ -240,3 +240,21 @@ def test_bad_devices(cli, tmp_path, study_file, devices, message):
     )
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "spec,fragment",
+    [
+        (
+            {"variants": [{"name": "a", "set": {"train.lr": 0.1}}, {"name": "a", "set": {"train.lr": 0.2}}]},
+            "two runs would share the id 'a,seed=0'",
+        ),
+        ({"grid": {"experiment.name": ["x" * 300]}}, "is longer than 200 bytes"),
+    ],
+)
+def test_studies_whose_runs_cannot_have_distinct_folders_are_refused_before_any_run(
+    cli, tmp_path, study_file, spec, fragment
+):
+    result = cli("compare", study_file(spec), "--runs-dir", tmp_path / "runs", "--dry-run")
+    assert result.exit_code == 2 and fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

@@ -179,3 +179,44 @@ def test_config_show_prints_the_resolved_config(cli, write_config):
 def test_readme_config_reference_is_in_step_with_the_schema():
     readme = (REPO / "README.md").read_text()
     assert reference_markdown() in readme, "README's config reference is stale: paste `lrnbn config reference`"
+
+
+BILLION_LAUGHS = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(9)]
+    + ["experiment: {name: *j}"]
+)
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        (BILLION_LAUGHS, "malformed YAML: more than 100000 values once its aliases are expanded"),
+        ("model:\n" + "  " * 0 + "".join("  " * i + f"k{i}:\n" for i in range(1, 40)), "nested deeper than 32"),
+        ("train: {lr: 0.1}\ntrain: {lr: 0.2}\n", "key 'train' appears twice in one mapping"),
+        ("train: {lr: 0.1, lr: 0.2}\n", "key 'lr' appears twice in one mapping"),
+        ("train: {lr: [" + ", ".join(["1"] * 3000) + "]}\n", "train.lr: Input should be a valid number (got [1, 1, 1"),
+        ("experiment: {seed: 4294967296}\n", "experiment.seed: Input should be less than or equal to 4294967295"),
+        ("model: {norm: lrn, lrn: {size: 1000000000}}\n", "model.lrn.size: Input should be less than or equal to 255"),
+    ],
+)
+def test_hostile_config_files_exit_2_quickly_with_one_short_line(cli, tmp_path, text, fragment):
+    import time
+
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    started = time.perf_counter()
+    result = cli("config", "show", "--config", path)
+    assert time.perf_counter() - started < 5
+    assert result.exit_code == 2 and fragment in result.stderr, result.stderr[:300]
+    assert len(result.stderr.strip().splitlines()) == 1 and len(result.stderr) < 400
+
+
+def test_a_config_file_over_a_megabyte_is_refused_before_it_is_parsed(cli, tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("# " + "x" * (1 << 20) + "\n")
+    result = cli("config", "show", "--config", path)
+    assert (
+        result.exit_code == 2
+        and result.stderr.strip() == f"error: config file {path} is larger than 1024 KB: not a config"
+    )
