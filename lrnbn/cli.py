@@ -164,7 +164,7 @@ def compare(
     if outcome.busy:
         console.print(f"{len(outcome.busy)} run(s) were being trained by another process and were left to it")
     if any(s != "absent" for s in outcome.statuses.values()):
-        for name, variants in group(find_runs([root])).items():
+        for name, variants in group(find_runs([root]).runs).items():
             print_table(wide_console(), study_table(variants, target), f"{name} ({outcome.wall_time_s:.1f} s)")
     failed = [r for r, s in outcome.statuses.items() if s == "failed"] + list(outcome.errors)
     if outcome.interrupted:
@@ -187,7 +187,9 @@ def report(
     from lrnbn.console import print_table, wide_console
     from lrnbn.report import build_report
 
-    path, verdicts, tables = build_report(list(paths), out, format_, target)
+    path, verdicts, tables, damaged = build_report(list(paths), out, format_, target)
+    for run_dir, why in damaged:
+        typer.echo(f"skipped damaged run {run_dir}: {why}", err=True)
     console = wide_console()
     for name, rows in tables.items():
         print_table(console, rows, f"study {name}")

@@ -22,6 +22,7 @@ from lrnbn.keys import flatten, lookup
 from lrnbn.lrn import CONVENTIONS, IMPLS, REGIONS, LRNParameterError, canonical
 from lrnbn.models import ARCHITECTURES
 from lrnbn.norms import NORMS
+from lrnbn.safeyaml import MAX_YAML_BYTES, load_yaml_text, shorten
 
 
 def _choices_help(registry: dict) -> str:
@@ -339,59 +340,6 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def _deep_copy(raw: dict) -> dict:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
-
-
-MAX_YAML_BYTES = 1 << 20  # a config or study file is a few kilobytes; an endless one must not fill memory
-# Nested aliases expand exponentially when a value is walked (a "billion laughs" file of a few hundred bytes): the
-# document's size with every alias expanded is bounded, as is its nesting.
-MAX_YAML_NODES = 100_000
-MAX_YAML_DEPTH = 32
-
-
-class BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with bounds on the expanded size and the nesting, and duplicate keys refused (PyYAML
-    keeps the last silently)."""
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self.depth = 0
-        self.expanded: dict[int, int] = {}  # id(node) -> its size with aliases expanded
-
-    def compose_node(self, parent, index):
-        self.depth += 1
-        try:
-            if self.depth > MAX_YAML_DEPTH:
-                raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels")
-            node = super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-        if id(node) not in self.expanded:  # an alias returns its anchor's node, already counted
-            children = (
-                node.value
-                if isinstance(node, yaml.SequenceNode)
-                else ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
-            )
-            self.expanded[id(node)] = 1 + sum(self.expanded.get(id(child), 1) for child in children)
-            if self.expanded[id(node)] > MAX_YAML_NODES:
-                raise yaml.YAMLError(f"more than {MAX_YAML_NODES} values once its aliases are expanded")
-        return node
-
-    def construct_mapping(self, node, deep=False):
-        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
-        repeated = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-        if repeated is not None:
-            raise yaml.YAMLError(f"key {shorten(repeated)} appears twice in one mapping")
-        return super().construct_mapping(node, deep=deep)
-
-
-def shorten(value, limit: int = 60) -> str:
-    """repr(value), cut to `limit` characters: a message never repeats a huge input."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def load_yaml_text(text: str):
-    return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 (a safe loader with bounds)
 
 
 def read_yaml_mapping(path: Path, what: str = "config file") -> dict:

@@ -473,12 +473,16 @@ def summary_rows(verdicts: list[Verdict], studies: dict[str, list[Variant]]) -> 
     return rows
 
 
-def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Section], list[Verdict], dict]:
+def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Section], list[Verdict], dict, list]:
     """The report: a one-screen summary (each claim's verdict, its key difference with its interval, the horizon,
     the plot that shows it), then each claim's comparisons and evidence, then each study's tables and plots."""
-    runs = find_runs(paths)
+    found = find_runs(paths)
+    runs = found.runs
     if not runs:
-        raise UserError(f"no run directories under {', '.join(map(str, paths))}")
+        damaged = (
+            f" ({len(found.damaged)} damaged: {found.damaged[0][0]}: {found.damaged[0][1]})" if found.damaged else ""
+        )
+        raise UserError(f"no run directories under {', '.join(map(str, paths))}{damaged}")
     studies = group(runs)
     verdicts = all_claims(studies, target)
     tables, figures, study_sections, answers = {}, {}, [], []
@@ -532,6 +536,11 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
         figure = figures.get(study, {}).get(CLAIM_FIGURES[v.claim]) if study else None
         if figure and figure not in summary.images:
             summary.images.append(figure)
+    if found.damaged:
+        summary.paragraphs.append(
+            f"{len(found.damaged)} damaged run director{'y was' if len(found.damaged) == 1 else 'ies were'} left out: "
+            + "; ".join(f"{path} ({why})" for path, why in found.damaged)
+        )
     truncated = [str(r.path) for r in runs if r.truncated]
     if truncated:
         summary.paragraphs.append(
@@ -542,7 +551,8 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
     claims = Section(
         "Claims", paragraphs=["Each verdict is computed from the runs of the studies below (lrnbn/claims.py)."]
     )
-    return [summary, claims, *map(_claim_section, verdicts), *study_sections], verdicts, tables
+    sections = [summary, claims, *map(_claim_section, verdicts), *study_sections]
+    return sections, verdicts, tables, found.damaged
 
 
 def _markdown_table(rows: list[dict]) -> str:
@@ -603,7 +613,7 @@ def build_report(paths: list[Path], out: Path, fmt: str = "md", target: float = 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {out}: {exc.strerror or exc}") from None
-    sections, verdicts, tables = build_sections(paths, out, target)
+    sections, verdicts, tables, damaged = build_sections(paths, out, target)
     report = out / f"report.{fmt}"
     atomic_write_text(report, render_markdown(sections, out) if fmt == "md" else render_html(sections))
-    return report, verdicts, tables
+    return report, verdicts, tables, damaged

@@ -170,20 +170,27 @@ class RunDir:
 
     @contextmanager
     def lock(self):
-        """Hold the run's lock for the duration; a second holder gets a UserError instead of waiting."""
-        with open(self.path / LOCK_FILE, "a+") as f:
+        """Hold the run's lock for the duration; a second holder gets a RunBusy error instead of waiting.
+
+        The lock is an flock on the run directory itself (an open descriptor), so deleting or replacing any file in
+        it does not release it; .lock only tells the holder's pid to whoever is refused."""
+        try:
+            directory = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise UserError(f"cannot open the run directory {self.path}: {exc.strerror or exc}") from None
+        try:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                f.seek(0)
-                raise RunBusy(
-                    f"{self.path} is being trained by another process (pid {f.read().strip() or '?'})"
-                ) from None
-            f.seek(0)
-            f.truncate()
-            f.write(str(os.getpid()))
-            f.flush()
+                holder = (self.path / LOCK_FILE).read_text().strip() if (self.path / LOCK_FILE).is_file() else ""
+                raise RunBusy(f"{self.path} is being trained by another process (pid {holder or '?'})") from None
+            try:
+                (self.path / LOCK_FILE).write_text(str(os.getpid()))
+            except OSError as exc:
+                raise UserError(f"cannot write in the run directory {self.path}: {exc.strerror or exc}") from None
             yield
+        finally:
+            os.close(directory)
 
     # Reading -------------------------------------------------------------------------------------------------
 
@@ -273,24 +280,71 @@ class LoadedRun:
         return lookup(self.config, dotted)
 
 
+class DamagedRun(Exception):
+    """A run directory whose files cannot be read as a run: the message says which file and what is wrong."""
+
+
+METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s")
+MAX_RUN_FILE_BYTES = 64 << 20  # far above any run's records (a 10,000-epoch metrics.jsonl is a few MB)
+
+
+def _read_text(path: Path) -> str:
+    if path.stat().st_size > MAX_RUN_FILE_BYTES:
+        raise DamagedRun(f"{path.name} is larger than {MAX_RUN_FILE_BYTES >> 20} MB")
+    return path.read_text()
+
+
 def load_run(path: Path) -> LoadedRun:
-    import yaml
+    """A run's files as plain data, checked for the shape the readers rely on; DamagedRun says what is wrong."""
+    from lrnbn.safeyaml import load_yaml_text
 
     run = RunDir(path)
-    env = run.read_env() if (run.path / ENV_FILE).exists() else {}
-    metrics, truncated = run.read_metrics()
-    return LoadedRun(
-        run.path, yaml.safe_load(run.read_config_text()), env, run.read_summary(), metrics, truncated, run.read_probes()
-    )
+    try:
+        config = load_yaml_text(_read_text(run.path / CONFIG_FILE))
+        env = json.loads(_read_text(run.path / ENV_FILE)) if (run.path / ENV_FILE).exists() else {}
+        summary = json.loads(_read_text(run.path / SUMMARY_FILE))
+        metrics, truncated = run.read_metrics()
+        probes = run.read_probes()
+    except DamagedRun:
+        raise
+    except Exception as exc:  # a damaged file shows up as many exception types: say which file and why
+        raise DamagedRun(f"{exc.__class__.__name__}: {str(exc)[:160]}") from None
+    for name, value in ((CONFIG_FILE, config), (ENV_FILE, env), (SUMMARY_FILE, summary)):
+        if not isinstance(value, dict):
+            raise DamagedRun(f"{name} does not hold a mapping")
+    if not all(isinstance(config.get(section), dict) for section in ("experiment", "data", "model", "train")):
+        raise DamagedRun(f"{CONFIG_FILE} lacks a section of a run's config")
+    for number, record in enumerate(metrics, 1):
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(f), (int, float)) and not isinstance(record.get(f), bool) for f in METRIC_FIELDS
+        ):
+            raise DamagedRun(f"{METRICS_FILE} record {number} lacks a number in one of {', '.join(METRIC_FIELDS)}")
+    if not all(isinstance(p, dict) and isinstance(p.get("step"), int) for p in probes):
+        raise DamagedRun(f"{PROBES_FILE} holds a record without its step")
+    return LoadedRun(run.path, config, env, summary, metrics, truncated, probes)
 
 
-def find_runs(paths: list[Path]) -> list[LoadedRun]:
-    """Every run directory at or under the given paths, in path order."""
-    found = []
+@dataclass
+class FoundRuns:
+    runs: list[LoadedRun]
+    damaged: list[tuple[Path, str]]  # run directories that could not be read, and why
+
+
+def find_runs(paths: list[Path]) -> FoundRuns:
+    """Every run directory at or under the given paths, in path order, each once however often it is named; damaged
+    ones are set aside with the reason, so that one bad run does not stop a report."""
+    runs, damaged, seen = [], [], set()
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
         candidates = [path] if RunDir(path).is_run() else sorted(p.parent for p in path.rglob(SUMMARY_FILE))
-        found += [load_run(p) for p in candidates if RunDir(p).is_run()]
-    return found
+        for candidate in candidates:
+            if not RunDir(candidate).is_run() or candidate.resolve() in seen:
+                continue
+            seen.add(candidate.resolve())
+            try:
+                runs.append(load_run(candidate))
+            except DamagedRun as err:
+                damaged.append((candidate, str(err)))
+    return FoundRuns(runs, damaged)

@@ -12,7 +12,7 @@ CHANCE = [0.1, 0.105, 0.095, 0.1]
 
 
 def studies(tmp_path):
-    return group(find_runs([tmp_path]))
+    return group(find_runs([tmp_path]).runs)
 
 
 def k_study(tmp_path, lrn_accs, control_accs, seeds=3):

@@ -20,7 +20,7 @@ def test_report_writes_markdown_tables_plots_and_claims_from_disk(tmp_path):
             {"model.norm": "lrn", "model.lrn.k": 2, "model.lrn.alpha": 0.02, "experiment.seed": seed},
             LEARNS[:2],
         )
-    path, verdicts, tables = build_report([tmp_path / "runs"], tmp_path / "out", "md", target=0.5)
+    path, verdicts, tables, _ = build_report([tmp_path / "runs"], tmp_path / "out", "md", target=0.5)
     text = path.read_text()
     assert path == tmp_path / "out" / "report.md"
     assert "## Study timing" in text and "## Claims" in text and "### C4: reproduced only under conditions" in text
@@ -43,7 +43,7 @@ def test_report_writes_markdown_tables_plots_and_claims_from_disk(tmp_path):
 
 def test_html_report_has_its_images_inline(tmp_path):
     make_run(tmp_path / "runs", "one", "a", {"model.norm": "bn"}, LEARNS)
-    path, _, _ = build_report([tmp_path / "runs"], tmp_path / "out", "html")
+    path, _, _, _ = build_report([tmp_path / "runs"], tmp_path / "out", "html")
     assert path.name == "report.html" and "data:image/png;base64," in path.read_text()
 
 
@@ -51,7 +51,7 @@ def test_report_says_when_a_metrics_file_was_cut_short(tmp_path):
     run = make_run(tmp_path / "runs", "one", "a", {"model.norm": "bn"}, LEARNS)
     with open(run.path / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 5, "tes')
-    path, _, tables = build_report([tmp_path / "runs"], tmp_path / "out")
+    path, _, tables, _ = build_report([tmp_path / "runs"], tmp_path / "out")
     assert "truncated line" in path.read_text() and str(run.path) in path.read_text()
     assert tables["one"][0]["final test acc"] == "60.0 +- 0.0%"
 
@@ -81,7 +81,7 @@ def test_runs_of_lrnbn_train_are_labelled_by_the_keys_that_differ(tmp_path):
     make_run(tmp_path, "mine", "20261125-101500-0a1b2c", {"model.norm": "bn"}, LEARNS)
     make_run(tmp_path, "mine", "20261125-101600-3d4e5f", {"model.norm": "lrn", "model.lrn.k": 2}, LEARNS)
     make_run(tmp_path, "mine", "20261125-101700-6a7b8c", {"model.norm": "lrn", "model.lrn.k": 1}, LEARNS)
-    labels = sorted(v.label for v in group(find_runs([tmp_path]))["mine"])
+    labels = sorted(v.label for v in group(find_runs([tmp_path]).runs)["mine"])
     assert labels == ["norm=bn", "norm=lrn,k=1.0", "norm=lrn,k=2.0"]  # LRN settings do not label a run without LRN
 
 
@@ -103,7 +103,7 @@ def test_the_report_says_how_much_of_bns_lead_remains_without_affine_and_how_muc
                 {**settings[name], "experiment.seed": seed},
                 [0.3, final + 0.01 * seed],
             )
-    path, _, _ = build_report([tmp_path / "runs"], tmp_path / "out", "md", target=0.5)
+    path, _, _, _ = build_report([tmp_path / "runs"], tmp_path / "out", "md", target=0.5)
     text = path.read_text()
     summary = text[: text.index("## Claims")]
     # Seeds 0.01 apart on both sides: Welch's interval is 20 +- t(0.975, 2) * 0.707 = 20 +- 3.0 points.
@@ -111,3 +111,29 @@ def test_the_report_says_how_much_of_bns_lead_remains_without_affine_and_how_muc
     assert "Without its affine, BN leads by +10.0 [+7.0, +13.0] points: 50% of its lead remains." in summary
     assert "moves LRN by +5.0 [+2.0, +8.0] points: 25% of the gap to BN closes." in summary
     assert "| BN without affine (bn-noaffine) | 60.5 +- 0.7% | +10.0 [+7.0, +13.0] points | 2 |" in text
+
+
+DAMAGE = {
+    "summary.json": b'{"status": "compl',
+    "env.json": b"\x00\xff garbage",
+    "config.yaml": b"- just\n- a list\n",
+    "metrics.jsonl": b'{"epoch": 1}\n{"epoch": 2, "test_acc": 0.5}\n',
+}
+
+
+def test_report_skips_damaged_runs_names_them_and_counts_a_run_given_twice_once(cli, tmp_path):
+    for seed in (0, 1):
+        make_run(tmp_path / "runs", "s", f"bn,seed={seed}", {"model.norm": "bn", "experiment.seed": seed}, LEARNS)
+    for name, content in DAMAGE.items():
+        damaged = make_run(tmp_path / "runs", "s", f"broken-{name},seed=0", {"model.norm": "lrn"}, LEARNS)
+        (damaged.path / name).write_bytes(content)
+    good = tmp_path / "runs" / "s" / "bn,seed=0"
+    result = cli("report", tmp_path / "runs", good, good, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped damaged run")]
+    assert len(skipped) == len(DAMAGE)
+    assert any("metrics.jsonl record 1 lacks a number" in line for line in skipped)
+    assert any("config.yaml does not hold a mapping" in line for line in skipped)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "4 damaged run directories were left out" in text
+    assert "2 runs in 1 studies" in text  # the run named three times counts once

@@ -136,6 +136,9 @@ def test_a_run_held_by_another_process_is_not_trained_twice(tmp_path):
     with run_dir.lock():
         with pytest.raises(UserError, match="being trained by another process"):
             resume_training(run_dir.path, [])
+        (run_dir.path / ".lock").unlink()  # deleting the pid file does not release the lock: it is on the folder
+        with pytest.raises(UserError, match=r"being trained by another process \(pid \?\)"):
+            resume_training(run_dir.path, [])
 
 
 def test_readers_tolerate_a_truncated_last_line_and_say_so(tmp_path):
