@@ -81,6 +81,8 @@ def train(
     from lrnbn.train import resume_training, run_training
     from lrnbn.views import NullView
 
+    if name is not None and not name.strip():
+        raise UserError("--name: empty; give letters, digits, '.', '_' or '-'")
     overrides = list(set_ or []) + ([f"experiment.name={name}"] if name is not None else [])
     main = distributed.current().main
     view = RichView() if main else NullView()
@@ -129,6 +131,8 @@ def compare(
     from lrnbn.results import group
     from lrnbn.rundir import FINAL_STATUSES, find_runs
 
+    if not 0 < target <= 1:
+        raise UserError(f"--target: a test accuracy in (0, 1], got {target}")
     if distributed.current().launched:
         raise UserError(
             "lrnbn compare runs each run in one process; spread a study with --jobs, --devices or "

@@ -175,9 +175,12 @@ def run_state(path: Path, config: Config | None = None) -> str:
     run = RunDir(path)
     if not run.is_run():
         return "absent"
-    if config is not None and differing_keys(load_config(run.path / CONFIG_FILE), config):
-        return "stale: its config differs from the study's; delete it to rerun"
-    return run.read_summary()["status"]
+    try:
+        if config is not None and differing_keys(load_config(run.path / CONFIG_FILE), config):
+            return "stale: its config differs from the study's; delete it to rerun"
+        return run.read_summary()["status"]
+    except UserError as err:  # a damaged file: say so, and let the run's own attempt report it
+        return f"damaged: {str(err).removeprefix(str(run.path) + '/')}"
 
 
 def _child(path: str, config_json: dict, threads: int, cuda_index: int | None) -> None:

@@ -502,5 +502,11 @@ def input_stats(train: Split, input_norm: bool, pixel_units: bool = False) -> tu
     std of 1/255, which leaves mean-subtracted 0-255 pixels; or (0, 1) for plain [0, 1] scaling."""
     if input_norm:
         mean, std = channel_stats(train.images)
+        flat = [c for c, s in enumerate(std) if s < 1e-6]
+        if flat:
+            raise DataError(
+                f"data.input_norm: channel {flat[0]} of the training images is constant (std 0), so it cannot be "
+                f"normalised; set data.input_norm: false or check the data"
+            )
         return (mean, [1 / 255] * 3) if pixel_units else (mean, std)
     return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]

@@ -198,7 +198,15 @@ class RunDir:
         import torch
 
         path = self.path / CHECKPOINT_FILE
-        return torch.load(path, map_location=map_location, weights_only=True) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # truncated, empty or foreign bytes fail in many ways inside torch.load
+            raise UserError(
+                f"{path} is damaged ({exc.__class__.__name__}); delete it to restart the run's epoch from "
+                f"the beginning of the run, or delete the run directory"
+            ) from None
 
     def read_probes(self) -> list[dict]:
         path = self.path / PROBES_FILE
@@ -212,10 +220,26 @@ class RunDir:
         return (self.path / CONFIG_FILE).read_text()
 
     def read_env(self) -> dict:
-        return json.loads((self.path / ENV_FILE).read_text())
+        return self._read_mapping(ENV_FILE)
 
     def read_summary(self) -> dict:
-        return json.loads((self.path / SUMMARY_FILE).read_text())
+        summary = self._read_mapping(SUMMARY_FILE)
+        if summary.get("status") not in STATUSES:
+            raise UserError(
+                f"{self.path / SUMMARY_FILE} is damaged (no valid status); delete the run directory to redo the run"
+            )
+        return summary
+
+    def _read_mapping(self, name: str) -> dict:
+        try:
+            value = json.loads(_read_text(self.path / name))
+        except (ValueError, DamagedRun, OSError) as exc:  # ValueError covers bad JSON and undecodable bytes
+            raise UserError(
+                f"{self.path / name} is damaged ({str(exc)[:80]}); delete the run directory to redo the run"
+            ) from None
+        if not isinstance(value, dict):
+            raise UserError(f"{self.path / name} is damaged (not a mapping); delete the run directory to redo the run")
+        return value
 
     def read_metrics(self) -> tuple[list[dict], bool]:
         """The per-epoch records, and whether a truncated last line was dropped."""

@@ -92,7 +92,7 @@ def test_bench_train_times_each_norm_precision_and_format_and_writes_json(cli, t
 @pytest.mark.parametrize(
     "args,fragment",
     [
-        (["--norms", "bn,gn"], "unknown norm 'gn'"),
+        (["--norms", "bn,wn"], "unknown norm 'wn'"),
         (["--precisions", "fp16"], "--precisions: expected some of fp32, bf16"),
         (["--formats", "nhwc"], "--formats: expected some of contiguous, channels_last"),
         (["--arch", "vgg"], "--arch/--width: arch:"),
