@@ -144,6 +144,16 @@ def _resume(run: RunDir, config: Config, view: RunView) -> RunResult:
             + ("torchrun --nproc_per_node " + str(processes) if processes > 1 else "one process")
         )
     state = run.load_checkpoint(map_location=trainer.device)
+    if state and "config" in state:  # config.yaml is a file anyone can edit; the checkpoint is what was trained
+        trained = Config.model_validate(state["config"])
+        differing = differing_keys(trained, config)
+        if differing:
+            key = differing[0]
+            raise UserError(
+                f"{run.path / CONFIG_FILE} no longer matches the run's checkpoint at {key} "
+                f"({lookup(trained, key)!r} in the checkpoint, {lookup(config, key)!r} now): restore it, "
+                f"or start a new run"
+            )
     # No checkpoint: it stopped inside its first epoch, so the freshly built trainer is where it began.
     position = Position(**trainer.restore(state)) if state else Position()
     run.rewrite_metrics(position.records)

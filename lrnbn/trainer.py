@@ -239,6 +239,7 @@ class Trainer:
 
     def checkpoint(self, position) -> dict:
         return {
+            "config": self.config.model_dump(mode="json"),  # what resume checks config.yaml against
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),

@@ -78,3 +78,19 @@ def test_a_constant_input_channel_is_a_data_error_not_a_divergence(monkeypatch, 
     _one_line_exit_2(result, "data.input_norm: channel 0 of the training images is constant (std 0)")
     assert not (tmp_path / "runs").exists()
     assert torch.is_tensor(real(16, 16, 0).train.images)
+
+
+@pytest.mark.parametrize(
+    "edit,fragment",
+    [
+        ("lr: 0.02", "at train.lr (0.02 in the checkpoint, 0.5 now)"),
+        ("width: 0.125", "at model.width (0.125 in the checkpoint, 0.25 now)"),
+    ],
+)
+def test_a_hand_edited_config_yaml_is_checked_against_the_checkpoint_on_resume(cli, stopped_run, edit, fragment):
+    config = stopped_run.path / "config.yaml"
+    key, value = edit.split(": ")
+    edited = {"lr": "lr: 0.5", "width": "width: 0.25"}[key]
+    assert edit in config.read_text()
+    config.write_text(config.read_text().replace(edit, edited))
+    _one_line_exit_2(cli("train", "--resume", stopped_run.path), fragment)
