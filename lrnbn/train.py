@@ -81,16 +81,13 @@ def bring_to_end(
     config: `config` may differ from the saved one only in machine keys."""
     with run.lock():
         if run.is_run():
-            saved = load_config(run.path / CONFIG_FILE)
-            differing = differing_keys(saved, config)
-            if differing:
-                key = differing[0]
-                raise UserError(
-                    f"{run.path}: the run was made with {key} = {lookup(saved, key)!r}, not "
-                    f"{lookup(config, key)!r}; a run keeps its config (only "
-                    f"{', '.join(sorted(MACHINE_KEYS))} may change): start a new run, or delete the run "
-                    f"directory to redo it"
-                )
+            _refuse_changes(
+                load_config(run.path / CONFIG_FILE),
+                config,
+                f"{run.path}: the run was made with {{key}} = {{then!r}}, not {{now!r}}; a run keeps its config (only "
+                f"{', '.join(sorted(MACHINE_KEYS))} may change): start a new run, or delete the run directory to "
+                f"redo it",
+            )
             summary = run.read_summary()
             if summary["status"] in FINAL_STATUSES:
                 return RunResult(run, summary)
@@ -98,6 +95,15 @@ def bring_to_end(
                 return _resume(run, config, view)
         run.clear()
         return _start(run, trainer or Trainer.build(config), view)
+
+
+def _refuse_changes(then: Config, now: Config, message: str) -> None:
+    """UserError(message) at the first experiment key where `now` differs from `then` (message names {key}, {then},
+    {now})."""
+    differing = differing_keys(then, now)
+    if differing:
+        key = differing[0]
+        raise UserError(message.format(key=key, then=lookup(then, key), now=lookup(now, key)))
 
 
 def _as_seen_by(world: World, path: Path) -> RunDir:
@@ -145,15 +151,12 @@ def _resume(run: RunDir, config: Config, view: RunView) -> RunResult:
         )
     state = run.load_checkpoint(map_location=trainer.device)
     if state and "config" in state:  # config.yaml is a file anyone can edit; the checkpoint is what was trained
-        trained = Config.model_validate(state["config"])
-        differing = differing_keys(trained, config)
-        if differing:
-            key = differing[0]
-            raise UserError(
-                f"{run.path / CONFIG_FILE} no longer matches the run's checkpoint at {key} "
-                f"({lookup(trained, key)!r} in the checkpoint, {lookup(config, key)!r} now): restore it, "
-                f"or start a new run"
-            )
+        _refuse_changes(
+            Config.model_validate(state["config"]),
+            config,
+            f"{run.path / CONFIG_FILE} no longer matches the run's checkpoint at {{key}} ({{then!r}} in the "
+            f"checkpoint, {{now!r}} now): restore it, or start a new run",
+        )
     # No checkpoint: it stopped inside its first epoch, so the freshly built trainer is where it began.
     position = Position(**trainer.restore(state)) if state else Position()
     run.rewrite_metrics(position.records)

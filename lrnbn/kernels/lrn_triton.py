@@ -49,6 +49,32 @@ def _pixel_base(offs_p, HW, stride_n, stride_p):
 
 
 @triton.jit
+def _tile(
+    x_ptr,
+    C,
+    HW,
+    P,
+    stride_n,
+    stride_c,
+    stride_p,
+    BEFORE: tl.constexpr,
+    AFTER: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """This program's BLOCK_C x BLOCK_P tile of x (in fp32), its window sums of squares, addresses and mask."""
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    pixel_mask = offs_p < P
+    base = _pixel_base(offs_p, HW, stride_n, stride_p)[None, :]
+    sums = _window_sum_of_squares(x_ptr, base, offs_c, C, stride_c, pixel_mask, BEFORE, AFTER, BLOCK_C, BLOCK_P)
+    mask = (offs_c[:, None] < C) & pixel_mask[None, :]
+    where = base + offs_c[:, None] * stride_c
+    x = tl.load(x_ptr + where, mask=mask, other=0.0).to(tl.float32)
+    return x, sums, where, mask
+
+
+@triton.jit
 def _forward(
     x_ptr,
     y_ptr,
@@ -66,14 +92,7 @@ def _forward(
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    pixel_mask = offs_p < P
-    base = _pixel_base(offs_p, HW, stride_n, stride_p)[None, :]
-    sums = _window_sum_of_squares(x_ptr, base, offs_c, C, stride_c, pixel_mask, BEFORE, AFTER, BLOCK_C, BLOCK_P)
-    mask = (offs_c[:, None] < C) & pixel_mask[None, :]
-    where = base + offs_c[:, None] * stride_c
-    x = tl.load(x_ptr + where, mask=mask, other=0.0).to(tl.float32)
+    x, sums, where, mask = _tile(x_ptr, C, HW, P, stride_n, stride_c, stride_p, BEFORE, AFTER, BLOCK_P, BLOCK_C)
     q = tl.exp2(-beta * tl.log2(k + alpha * sums))
     tl.store(y_ptr + where, (x * q).to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -98,14 +117,7 @@ def _backward_terms(
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    pixel_mask = offs_p < P
-    base = _pixel_base(offs_p, HW, stride_n, stride_p)[None, :]
-    sums = _window_sum_of_squares(x_ptr, base, offs_c, C, stride_c, pixel_mask, BEFORE, AFTER, BLOCK_C, BLOCK_P)
-    mask = (offs_c[:, None] < C) & pixel_mask[None, :]
-    where = base + offs_c[:, None] * stride_c
-    x = tl.load(x_ptr + where, mask=mask, other=0.0).to(tl.float32)
+    x, sums, where, mask = _tile(x_ptr, C, HW, P, stride_n, stride_c, stride_p, BEFORE, AFTER, BLOCK_P, BLOCK_C)
     g = tl.load(g_ptr + where, mask=mask, other=0.0).to(tl.float32)
     s = k + alpha * sums
     q = tl.exp2(-beta * tl.log2(s))
