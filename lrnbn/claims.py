@@ -43,6 +43,7 @@ class Comparison:
     missing: str  # what keeps it from holding, in words; "" when it holds
     scale: float = 1.0  # for display: 100 for accuracies (points)
     unit: str = ""
+    refuted: bool = False  # the interval excludes the claimed effect (not merely fails to show it)
 
     def row(self) -> dict:
         return {
@@ -50,7 +51,7 @@ class Comparison:
             "difference [95% CI]": self.diff.text(self.scale, self.unit),
             "n": f"{self.diff.n_a} vs {self.diff.n_b}",
             "minimum": f"{self.minimum * self.scale:g}{self.unit}",
-            "shown": self.holds,
+            "shown": "yes" if self.holds else "refuted" if self.refuted else "undecided",
         }
 
 
@@ -83,10 +84,24 @@ def _compare(what: str, a: list[float], b: list[float], minimum: float, scale: f
     """mean(a) - mean(b), claimed to be positive and at least `minimum`."""
     diff = welch(a, b)
     holds, missing = shows(diff, minimum)
-    return Comparison(what, diff, minimum, holds, missing, scale, unit)
+    refuted = diff.has_interval and diff.high < minimum
+    return Comparison(what, diff, minimum, holds, missing, scale, unit, refuted)
 
 
 def _decide(claim, statement, thresholds, comparisons, reasons: dict, evidence, runs, extra: str = "") -> Verdict:
+    if not any(c.holds or c.refuted for c in comparisons):
+        # Every interval is too wide either way: the runs neither show the claim nor rule it out.
+        missing = "; ".join(f"{c.what} ({c.missing})" for c in comparisons)
+        return Verdict(
+            claim,
+            statement,
+            INCONCLUSIVE,
+            f"the intervals are too wide to decide: {missing}; run more seeds" + extra,
+            thresholds,
+            comparisons,
+            evidence,
+            runs,
+        )
     verdict = ladder([c.holds for c in comparisons])
     reason = reasons[verdict]
     unshown = [c for c in comparisons if not c.holds]
@@ -484,6 +499,7 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
                 else "its interval reaches beyond the tolerance"
             )
         )
+        refuted = diff.has_interval and diff.low > CHANCE_TOLERANCE
         return Comparison(
             f"{v.study}: {v.label}, best test accuracy minus chance",
             diff,
@@ -492,6 +508,7 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             missing,
             100,
             " points",
+            refuted,
         ), stays
 
     comparisons, evidence, others, used = [], [], [], []

@@ -249,9 +249,10 @@ def test_a_difference_whose_interval_reaches_zero_is_not_shown_and_the_verdict_s
         make_run(tmp_path, "conv", f"bn,seed={seed}", {"model.norm": "bn", "experiment.seed": seed}, [0.4, 0.55, 0.6])
         make_run(tmp_path, "conv", f"lrn,seed={seed}", {"model.norm": "lrn", "experiment.seed": seed}, lrn)
     verdict = claims.claim_c2(studies(tmp_path), target=0.5)
-    assert verdict.verdict == claims.NOT_REPRODUCED
+    # Neither shown nor ruled out: the runs cannot decide, which is not the same as "not reproduced".
+    assert verdict.verdict == claims.INCONCLUSIVE and verdict.reason.startswith("the intervals are too wide to decide")
     (comparison,) = verdict.comparisons
     assert comparison.diff.estimate == pytest.approx(2 / 3)  # epochs 3, 1 and never (4) against 2, 2, 2
     assert comparison.diff.low < 0 < comparison.diff.high
     assert not comparison.holds and "interval reaches 0" in comparison.missing
-    assert comparison.row()["difference [95% CI]"].startswith("+0.7 [")
+    assert comparison.row()["difference [95% CI]"].startswith("+0.7 [") and comparison.row()["shown"] == "undecided"
