@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,20 +209,49 @@ class _ImageEntry:
     read: Callable[[], bytes]
 
 
+# One image file of a dataset is kilobytes; a member claiming more is damage or a trap, not an image.
+MAX_IMAGE_BYTES = 16 << 20
+MAX_IMAGE_PIXELS = 4096 * 4096  # decoded before any size check: a larger image would take gigabytes
+# A damaged archive fails in many ways inside tarfile, gzip, bz2, lzma and zlib.
+ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, zlib.error)
+
+
 def _entries_from_tar(path: Path) -> tuple[list[_ImageEntry], set[tuple[str, str]]]:
+    members = []
     try:
         archive = tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"cannot open archive {path}: {exc}") from None
+        # Member by member, so that a header claiming a huge size is refused before tarfile seeks past it.
+        while (member := archive.next()) is not None:
+            if member.isfile() and member.size > MAX_IMAGE_BYTES:
+                raise DataError(
+                    f"{path}: member {member.name[:80]} claims {member.size} bytes, more than an image "
+                    f"({MAX_IMAGE_BYTES >> 20} MB): a damaged or hostile archive"
+                )
+            members.append(member)
+        # tarfile ends quietly at a header it cannot read, and gzip checks its CRC only at the end of the stream:
+        # read what is left, which in a whole archive is zero padding.
+        if archive.fileobj.read().strip(b"\0"):
+            raise DataError(f"{path}: damaged: unreadable data after member {members[-1].name[:80] if members else 0}")
+    except ARCHIVE_ERRORS as exc:
+        raise DataError(
+            f"{path}: not a readable .tar/.tar.gz archive ({exc.__class__.__name__}: {str(exc)[:80]})"
+        ) from None
     entries, class_dirs = [], set()
-    for member in archive.getmembers():
+    for member in members:
         parts = Path(member.name).parts
         if member.isdir() and len(parts) >= 2 and parts[-2] in ("train", "test"):
             class_dirs.add((parts[-2], parts[-1]))
         if not member.isfile() or len(parts) < 3 or parts[-3] not in ("train", "test") or parts[-1].startswith("."):
             continue
-        entries.append(_ImageEntry(parts[-3], parts[-2], member.name, lambda m=member: archive.extractfile(m).read()))
+        entries.append(_ImageEntry(parts[-3], parts[-2], member.name, lambda m=member: _member_bytes(archive, m, path)))
     return entries, class_dirs
+
+
+def _member_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> bytes:
+    try:
+        return archive.extractfile(member).read()
+    except ARCHIVE_ERRORS as exc:
+        raise DataError(f"{path}: damaged at {member.name[:80]} ({exc.__class__.__name__}: {str(exc)[:80]})") from None
 
 
 def _entries_from_folder(path: Path) -> tuple[list[_ImageEntry], set[tuple[str, str]]]:
@@ -242,9 +272,16 @@ def _decode(entry: _ImageEntry) -> np.ndarray:
         raise DataError(f"{entry.name}: not an image (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
     try:
         with Image.open(io.BytesIO(entry.read())) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"{entry.name[:120]}: {image.width}x{image.height} pixels, more than an import takes "
+                    f"({MAX_IMAGE_PIXELS} pixels per image)"
+                )
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{entry.name}: cannot decode image ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(
+            f"{entry.name[:120]}: cannot decode image ({exc.__class__.__name__}: {str(exc)[:80]})"
+        ) from None
 
 
 def import_image_folder(source: Path, root: Path, progress: Callable[[int, int], None] | None = None) -> dict:
@@ -254,6 +291,8 @@ def import_image_folder(source: Path, root: Path, progress: Callable[[int, int],
     """
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
+    if not (source.is_dir() or source.is_file()):
+        raise DataError(f"{source}: not a folder or a regular file (a device or a pipe cannot be an archive)")
     entries, class_dirs = _entries_from_folder(source) if source.is_dir() else _entries_from_tar(source)
     for split in ("train", "test"):
         if not any(e.split == split for e in entries) and not any(s == split for s, _ in class_dirs):

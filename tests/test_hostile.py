@@ -94,3 +94,61 @@ def test_a_hand_edited_config_yaml_is_checked_against_the_checkpoint_on_resume(c
     assert edit in config.read_text()
     config.write_text(config.read_text().replace(edit, edited))
     _one_line_exit_2(cli("train", "--resume", stopped_run.path), fragment)
+
+
+def _tar_gz_of_images(folder, target):
+    from tests.test_data import make_image_tree, tar_of
+
+    make_image_tree(folder, per_class=(3, 2))
+    return tar_of(folder, target)
+
+
+def _huge_member_tar(folder, target):
+    """A plain tar whose first file member's header claims 2 GB (checksum fixed, so tarfile trusts it)."""
+    import tarfile
+
+    from tests.test_data import make_image_tree
+
+    make_image_tree(folder, per_class=(3, 2))
+    with tarfile.open(target, "w") as archive:
+        archive.add(folder, arcname="mydata")
+    data = bytearray(target.read_bytes())
+    offset = 0
+    while data[offset + 156 : offset + 157] != b"0":  # the first regular file's header
+        size = int(data[offset + 124 : offset + 136].strip(b"\0 ") or b"0", 8)
+        offset += 512 + (size + 511) // 512 * 512
+    data[offset + 124 : offset + 136] = b"%011o\0" % (2 << 30)
+    data[offset + 148 : offset + 156] = b" " * 8
+    data[offset + 148 : offset + 156] = b"%06o\0 " % sum(data[offset : offset + 512])
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize(
+    "damage,fragment",
+    [
+        ("truncated", "not a readable .tar/.tar.gz archive"),
+        ("crc", ""),  # where the flipped bytes land decides which reader notices; each says so in one line
+        ("huge_member", "claims 2147483648 bytes, more than an image"),
+        ("device", "not a folder or a regular file"),
+    ],
+)
+def test_damaged_archives_exit_2_with_one_line_and_write_nothing(cli, tmp_path, damage, fragment):
+    if damage == "device":
+        source = "/dev/zero"
+    elif damage == "huge_member":
+        source = _huge_member_tar(tmp_path / "src", tmp_path / "big.tar")
+    else:
+        source = _tar_gz_of_images(tmp_path / "src", tmp_path / "data.tar.gz")
+        data = bytearray(source.read_bytes())
+        if damage == "truncated":
+            source.write_bytes(bytes(data[: len(data) // 2]))
+        else:  # flip bytes in the compressed stream: gzip's CRC or zlib catches it on reading
+            for i in range(len(data) // 2, len(data) // 2 + 8):
+                data[i] ^= 0xFF
+            source.write_bytes(bytes(data))
+    result = cli("data", "import", source, "--root", tmp_path / "cache")
+    _one_line_exit_2(result, fragment)
+    noticed = ("not a readable .tar/.tar.gz archive", "damaged", "cannot decode image")
+    assert fragment or any(words in result.stderr for words in noticed), result.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
