@@ -65,7 +65,10 @@ def train_at(path: Path, config: Config, view: RunView = NullView(), threads: in
         torch.set_num_threads(threads)
     run = RunDir(path)
     trainer = None if run.is_run() else Trainer.build(config)  # check the input before creating anything
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
     return bring_to_end(run, config, view, trainer, restart_failed=True)
 
 

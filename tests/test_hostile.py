@@ -152,3 +152,23 @@ def test_damaged_archives_exit_2_with_one_line_and_write_nothing(cli, tmp_path, 
     noticed = ("not a readable .tar/.tar.gz archive", "damaged", "cannot decode image")
     assert fragment or any(words in result.stderr for words in noticed), result.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_a_runs_dir_that_cannot_be_written_is_one_line_per_run(cli, tmp_path, write_config, monkeypatch):
+    import pathlib
+
+    import yaml
+
+    write_config({"train": {"epochs": 1}}, name="base.yaml")
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "grid": {"model.norm": ["bn"]}}))
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)  # (as root, chmod would not stop the write)
+    result = cli("compare", study, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot create the run directory" in result.stderr and "Read-only file system" in result.stderr
+    result = cli("train", "--config", write_config(), "--runs-dir", tmp_path / "runs")
+    _one_line_exit_2(result, "cannot create a run directory under")
