@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from lrnbn.config import DataConfig
 from lrnbn.errors import UserError
+from lrnbn.safeyaml import one_line
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CACHE_NAME = "lrnbn-imagefolder.pt"
@@ -233,9 +234,7 @@ def _entries_from_tar(path: Path) -> tuple[list[_ImageEntry], set[tuple[str, str
         if archive.fileobj.read().strip(b"\0"):
             raise DataError(f"{path}: damaged: unreadable data after member {members[-1].name[:80] if members else 0}")
     except ARCHIVE_ERRORS as exc:
-        raise DataError(
-            f"{path}: not a readable .tar/.tar.gz archive ({exc.__class__.__name__}: {str(exc)[:80]})"
-        ) from None
+        raise DataError(f"{path}: not a readable .tar/.tar.gz archive ({one_line(exc)})") from None
     entries, class_dirs = [], set()
     for member in members:
         parts = Path(member.name).parts
@@ -251,7 +250,7 @@ def _member_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo, path: Path)
     try:
         return archive.extractfile(member).read()
     except ARCHIVE_ERRORS as exc:
-        raise DataError(f"{path}: damaged at {member.name[:80]} ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+        raise DataError(f"{path}: damaged at {member.name[:80]} ({one_line(exc)})") from None
 
 
 def _entries_from_folder(path: Path) -> tuple[list[_ImageEntry], set[tuple[str, str]]]:
@@ -279,9 +278,7 @@ def _decode(entry: _ImageEntry) -> np.ndarray:
                 )
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(
-            f"{entry.name[:120]}: cannot decode image ({exc.__class__.__name__}: {str(exc)[:80]})"
-        ) from None
+        raise DataError(f"{entry.name[:120]}: cannot decode image ({one_line(exc)})") from None
 
 
 def import_image_folder(source: Path, root: Path, progress: Callable[[int, int], None] | None = None) -> dict:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from lrnbn.errors import EXIT_BUSY, UserError
 from lrnbn.keys import lookup
+from lrnbn.safeyaml import one_line
 
 CONFIG_FILE = "config.yaml"
 ENV_FILE = "env.json"
@@ -149,7 +150,14 @@ class RunDir:
     def rewrite_probes(self, until_step: int) -> None:
         """Keep the probe records up to a checkpoint's step: the resumed run writes the later ones again."""
         if (self.path / PROBES_FILE).exists():
-            kept = [r for r in self.read_probes() if r["step"] <= until_step]
+            try:
+                records = self.read_probes()
+                kept = [r for r in records if r["step"] <= until_step]
+            except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or undecodable bytes
+                raise UserError(
+                    f"{self.path / PROBES_FILE} is damaged ({one_line(exc)}); delete it to resume "
+                    f"without the earlier probe records"
+                ) from None
             self._replace(PROBES_FILE, lambda f: f.write(_jsonl(kept).encode()))
 
     def rewrite_metrics(self, records: list[dict]) -> None:
@@ -235,7 +243,7 @@ class RunDir:
             value = json.loads(_read_text(self.path / name))
         except (ValueError, DamagedRun, OSError) as exc:  # ValueError covers bad JSON and undecodable bytes
             raise UserError(
-                f"{self.path / name} is damaged ({str(exc)[:80]}); delete the run directory to redo the run"
+                f"{self.path / name} is damaged ({one_line(exc)}); delete the run directory to redo the run"
             ) from None
         if not isinstance(value, dict):
             raise UserError(f"{self.path / name} is damaged (not a mapping); delete the run directory to redo the run")
@@ -332,7 +340,7 @@ def load_run(path: Path) -> LoadedRun:
     except DamagedRun:
         raise
     except Exception as exc:  # a damaged file shows up as many exception types: say which file and why
-        raise DamagedRun(f"{exc.__class__.__name__}: {str(exc)[:160]}") from None
+        raise DamagedRun(one_line(exc, 160)) from None
     for name, value in ((CONFIG_FILE, config), (ENV_FILE, env), (SUMMARY_FILE, summary)):
         if not isinstance(value, dict):
             raise DamagedRun(f"{name} does not hold a mapping")

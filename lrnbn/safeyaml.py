@@ -54,5 +54,12 @@ def shorten(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def one_line(exc: BaseException, limit: int = 120) -> str:
+    """An exception as one short line: its class and the first line of its message."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text = f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_yaml_text(text: str):
     return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 (a safe loader with bounds)

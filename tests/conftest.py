@@ -53,3 +53,18 @@ def cli():
 
 def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+# Property tests explore at random on a developer's machine and replay a fixed sequence in CI (CI=true), so that a
+# CI run is reproducible; a failure found locally is saved in .hypothesis/ and replayed first.
+def _hypothesis_profiles() -> None:
+    import os
+
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profiles()
