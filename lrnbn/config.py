@@ -47,6 +47,7 @@ class _Section(BaseModel):
 class ExperimentConfig(_Section):
     name: str = Field(
         "default",
+        max_length=100,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="Name of the experiment; runs go to RUNS_DIR/<name>/. Letters, digits, '.', '_' and '-'.",
     )
@@ -306,6 +307,8 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. --set model.norm=lrn")
     key, raw = text.split("=", 1)
+    if len(key) > 100:
+        raise ConfigError(f"--set {shorten(key)}: no key is that long; see lrnbn config reference")
     path = tuple(key.strip().split("."))
     if not all(path):
         raise ConfigError(f"--set {text}: empty part in key {key!r}")
@@ -344,6 +347,8 @@ def _deep_copy(raw: dict) -> dict:
 
 def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
     """Read a YAML file that must hold a mapping; every failure is a one-line ConfigError."""
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        raise ConfigError(f"{what} {path} is not a regular file (a pipe or a device would never end)")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_YAML_BYTES + 1)

@@ -172,3 +172,15 @@ def test_a_runs_dir_that_cannot_be_written_is_one_line_per_run(cli, tmp_path, wr
     assert "cannot create the run directory" in result.stderr and "Read-only file system" in result.stderr
     result = cli("train", "--config", write_config(), "--runs-dir", tmp_path / "runs")
     _one_line_exit_2(result, "cannot create a run directory under")
+
+
+def test_a_pipe_as_config_a_huge_set_key_and_an_overlong_name_are_one_line(cli, tmp_path, write_config):
+    import os
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    _one_line_exit_2(cli("config", "show", "--config", fifo), "is not a regular file")
+    _one_line_exit_2(cli("config", "show", "--set", "x" * 100_000 + "=1"), "no key is that long")
+    result = cli("train", "--config", write_config(), "--name", "n" * 300, "--runs-dir", tmp_path / "runs")
+    _one_line_exit_2(result, "experiment.name: String should have at most 100 characters")
+    assert len(result.stderr) < 400 and not (tmp_path / "runs").exists()
