@@ -12,6 +12,7 @@ array, say) writing to one shared runs dir cover the plan exactly once; `--devic
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing
 import os
 import signal
@@ -70,6 +71,7 @@ class StudyFile(BaseModel):
 
 
 MAX_RUN_ID_BYTES = 200  # file systems allow 255 bytes per folder name
+MAX_PLANNED_RUNS = 10_000  # a study is expanded (and every run's config validated) before anything runs
 
 
 @dataclass
@@ -112,6 +114,14 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
 
     grid_keys = list(spec.grid)
     short = short_names(grid_keys)
+    planned = (
+        max(1, len(spec.variants)) * math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds) * spec.repeats
+    )
+    if planned > MAX_PLANNED_RUNS:
+        raise ConfigError(
+            f"{path}: {planned} runs (variants x grid x seeds x repeats), more than {MAX_PLANNED_RUNS} in "
+            f"one study: split it"
+        )
     points = list(itertools.product(*spec.grid.values())) or [()]
     variants = spec.variants or [VariantSpec(name="base")]
     runs = []

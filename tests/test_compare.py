@@ -249,7 +249,8 @@ def test_bad_devices(cli, tmp_path, study_file, devices, message):
             {"variants": [{"name": "a", "set": {"train.lr": 0.1}}, {"name": "a", "set": {"train.lr": 0.2}}]},
             "two runs would share the id 'a,seed=0'",
         ),
-        ({"grid": {"experiment.name": ["x" * 300]}}, "is longer than 200 bytes"),
+        ({"variants": [{"name": "v" * 250, "set": {"train.lr": 0.1}}]}, "is longer than 200 bytes"),
+        ({"grid": {"train.lr": [0.1, 0.2]}, "repeats": 10**9}, "2000000000 runs (variants x grid x seeds x repeats)"),
     ],
 )
 def test_studies_whose_runs_cannot_have_distinct_folders_are_refused_before_any_run(
