@@ -8,7 +8,7 @@ import yaml
 MAX_YAML_BYTES = 1 << 20  # a config or study file is a few kilobytes; an endless one must not fill memory
 # Nested aliases expand exponentially when a value is walked (a "billion laughs" file of a few hundred bytes): the
 # document's size with every alias expanded is bounded, as is its nesting.
-MAX_YAML_NODES = 100_000
+MAX_YAML_NODES = 10_000  # a config has about 50 values, a large study a few hundred
 MAX_YAML_DEPTH = 32
 
 
@@ -18,10 +18,19 @@ class BoundedLoader(yaml.SafeLoader):
 
     def __init__(self, stream):
         super().__init__(stream)
-        self.depth = 0
+        self.depth = self.total = 0
         self.expanded: dict[int, int] = {}  # id(node) -> its size with aliases expanded
 
     def compose_node(self, parent, index):
+        # Count as nodes arrive (an alias counts its anchor's expanded size), so that a long list is stopped at the
+        # bound rather than after it has been read whole.
+        if self.check_event(yaml.AliasEvent):
+            anchored = self.anchors.get(self.peek_event().anchor)
+            self.total += self.expanded.get(id(anchored), 1)
+        else:
+            self.total += 1
+        if self.total > MAX_YAML_NODES:
+            raise yaml.YAMLError(f"more than {MAX_YAML_NODES} values once its aliases are expanded")
         self.depth += 1
         try:
             if self.depth > MAX_YAML_DEPTH:
@@ -36,8 +45,6 @@ class BoundedLoader(yaml.SafeLoader):
                 else ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
             )
             self.expanded[id(node)] = 1 + sum(self.expanded.get(id(child), 1) for child in children)
-            if self.expanded[id(node)] > MAX_YAML_NODES:
-                raise yaml.YAMLError(f"more than {MAX_YAML_NODES} values once its aliases are expanded")
         return node
 
     def construct_mapping(self, node, deep=False):

@@ -191,7 +191,7 @@ BILLION_LAUGHS = "\n".join(
 @pytest.mark.parametrize(
     "text,fragment",
     [
-        (BILLION_LAUGHS, "malformed YAML: more than 100000 values once its aliases are expanded"),
+        (BILLION_LAUGHS, "malformed YAML: more than 10000 values once its aliases are expanded"),
         ("model:\n" + "  " * 0 + "".join("  " * i + f"k{i}:\n" for i in range(1, 40)), "nested deeper than 32"),
         ("train: {lr: 0.1}\ntrain: {lr: 0.2}\n", "key 'train' appears twice in one mapping"),
         ("train: {lr: 0.1, lr: 0.2}\n", "key 'lr' appears twice in one mapping"),
