@@ -346,6 +346,7 @@ def load_run(path: Path) -> LoadedRun:
             raise DamagedRun(f"{name} does not hold a mapping")
     if not all(isinstance(config.get(section), dict) for section in ("experiment", "data", "model", "train")):
         raise DamagedRun(f"{CONFIG_FILE} lacks a section of a run's config")
+    config = _with_defaults(config)
     for number, record in enumerate(metrics, 1):
         if not isinstance(record, dict) or not all(
             isinstance(record.get(f), (int, float)) and not isinstance(record.get(f), bool) for f in METRIC_FIELDS
@@ -354,6 +355,20 @@ def load_run(path: Path) -> LoadedRun:
     if not all(isinstance(p, dict) and isinstance(p.get("step"), int) for p in probes):
         raise DamagedRun(f"{PROBES_FILE} holds a record without its step")
     return LoadedRun(run.path, config, env, summary, metrics, truncated, probes)
+
+
+def _with_defaults(config: dict) -> dict:
+    """The saved config with every key of today's schema: a run written before a key existed has its default, so it
+    groups with the runs written after (a study resumed across versions stays one study)."""
+    from pydantic import ValidationError
+
+    from lrnbn.config import Config
+
+    try:
+        return Config.model_validate(config).model_dump(mode="json")
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise DamagedRun(f"{CONFIG_FILE} is not a valid config at {'.'.join(map(str, first['loc']))}") from None
 
 
 @dataclass

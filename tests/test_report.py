@@ -137,3 +137,19 @@ def test_report_skips_damaged_runs_names_them_and_counts_a_run_given_twice_once(
     text = (tmp_path / "out" / "report.md").read_text()
     assert "4 damaged run directories were left out" in text
     assert "2 runs in 1 studies" in text  # the run named three times counts once
+
+
+def test_a_run_written_before_a_key_existed_groups_with_the_runs_written_after(tmp_path):
+    import yaml
+
+    from lrnbn.results import group
+    from lrnbn.rundir import find_runs
+
+    for seed in (0, 1):
+        make_run(tmp_path, "s", f"bn,seed={seed}", {"model.norm": "bn", "experiment.seed": seed}, LEARNS)
+    old = tmp_path / "s" / "bn,seed=0" / "config.yaml"
+    config = yaml.safe_load(old.read_text())
+    del config["model"]["norm_affine"], config["train"]["bias_lr_mult"]  # keys added later
+    old.write_text(yaml.safe_dump(config))
+    (variant,) = group(find_runs([tmp_path]).runs)["s"]
+    assert variant.seeds() == 2 and variant.label == "bn"
