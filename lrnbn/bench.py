@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lrnbn.lrn import IMPLS, local_response_norm
+from lrnbn.machine import synchronize
 from lrnbn.norms import NORMS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -25,12 +26,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
     def time_once(work: Callable[[], None]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         work()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         return (time.perf_counter() - start) * 1000
 
     return time_once
