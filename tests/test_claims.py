@@ -256,3 +256,27 @@ def test_a_difference_whose_interval_reaches_zero_is_not_shown_and_the_verdict_s
     assert comparison.diff.low < 0 < comparison.diff.high
     assert not comparison.holds and "interval reaches 0" in comparison.missing
     assert comparison.row()["difference [95% CI]"].startswith("+0.7 [") and comparison.row()["shown"] == "undecided"
+
+
+def test_c1_compares_lrn_settings_only_at_equal_learning_rates(tmp_path):
+    # k does not matter; the learning rate does. Ranking across learning rates would call that LRN's sensitivity.
+    for seed in (0, 1, 2):
+        for lr, acc in ((0.01, 0.3), (0.05, 0.6)):
+            make_run(
+                tmp_path,
+                "sweep",
+                f"bn,lr={lr},{seed}",
+                {"model.norm": "bn", "train.lr": lr, "experiment.seed": seed},
+                [acc + 0.1],
+            )
+            for k in (1, 2):
+                make_run(
+                    tmp_path,
+                    "sweep",
+                    f"k{k},lr={lr},{seed}",
+                    {"model.norm": "lrn", "model.lrn.k": k, "train.lr": lr, "experiment.seed": seed},
+                    [acc + 0.001 * seed],
+                )
+    verdict = claims.claim_c1(studies(tmp_path))
+    assert verdict.verdict == claims.NOT_REPRODUCED
+    assert len(verdict.comparisons) == 2 and all("lr=" in c.what for c in verdict.comparisons)
