@@ -9,7 +9,7 @@ they are not there. The thresholds are constants here, described in docs/claims.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lrnbn.keys import is_norm_key
 from lrnbn.results import Variant, mean_std, probe_summary, to_target
@@ -114,6 +114,11 @@ def _runs_of(variants: list[Variant]) -> list[str]:
     return [str(r.path) for v in variants for r in v.runs]
 
 
+def _all_but_norm(v: Variant) -> tuple:
+    """The variant's study and settings other than the normalization's: equal for runs a fair comparison pairs."""
+    return v.study, tuple(sorted((k, repr(x)) for k, x in v.settings.items() if not is_norm_key(k)))
+
+
 def _norm_groups(studies: dict[str, list[Variant]]) -> list[list[Variant]]:
     """Per study, sets of variants that differ only in the normalization (model.norm, model.lrn.*) and that
     include BN and LRN: the fair comparisons."""
@@ -121,8 +126,7 @@ def _norm_groups(studies: dict[str, list[Variant]]) -> list[list[Variant]]:
     for variants in studies.values():
         buckets: dict[tuple, list[Variant]] = {}
         for v in variants:
-            rest = tuple(sorted((k, repr(x)) for k, x in v.settings.items() if not is_norm_key(k)))
-            buckets.setdefault(rest, []).append(v)
+            buckets.setdefault(_all_but_norm(v), []).append(v)
         for bucket in buckets.values():
             norms = {v.norm for v in bucket}
             if {"bn", "lrn"} <= norms:
@@ -515,31 +519,42 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             refuted,
         ), stays
 
+    def evidence_row(v: Variant, is_note: bool, stays: bool) -> dict:
+        return {
+            "study": v.study,
+            "variant": v.label,
+            "seeds": v.seeds(),
+            "final test acc": _pct(mean_std(v.final_accs())[0]),
+            "note's condition": is_note,
+            "stays at chance": stays,
+            "left chance": ", ".join(_left_chance(r, v.chance()) for r in v.finished),
+        }
+
+    # Controls: runs alike in all but the normalization, without an effective LRN. Where they stay at chance too,
+    # k is not what holds the LRN runs there, so that setting decides nothing.
+    controls = {}
+    for variants in studies.values():
+        for v in variants:
+            if v.norm == "none" and v.seeds() >= MIN_SEEDS_CHANCE:
+                controls[_all_but_norm(v)] = v
     comparisons, evidence, others, used = [], [], [], []
-    note_studies = set()
     for variants in studies.values():
         for v in variants:
             if v.norm != "lrn" or v.seeds() < MIN_SEEDS_CHANCE:
-                continue  # an identity LRN counts as none: a control (below), not an LRN setting
+                continue  # an identity LRN counts as none: a control, not an LRN setting
             comparison, stays = at_chance(v)
             is_note = v.get("model.lrn.k") in (1, 2) and v.get("data.input_norm") is True
-            evidence.append(
-                {
-                    "study": v.study,
-                    "variant": v.label,
-                    "seeds": v.seeds(),
-                    "final test acc": _pct(mean_std(v.final_accs())[0]),
-                    "note's condition": is_note,
-                    "stays at chance": stays,
-                    "left chance": ", ".join(_left_chance(r, v.chance()) for r in v.finished),
-                }
-            )
-            if is_note:
-                comparisons.append(comparison)
-                note_studies.add(v.study)
-            else:
-                others.append((v, stays))
+            evidence.append(evidence_row(v, is_note, stays))
             used.append(v)
+            if not is_note:
+                others.append((v, stays))
+                continue
+            control = controls.get(_all_but_norm(v))
+            if control is not None and stays and at_chance(control)[1]:
+                comparison = replace(
+                    comparison, holds=False, missing=f"its control {control.label} stayed at chance too"
+                )
+            comparisons.append(comparison)
     if not comparisons:
         return Verdict(
             "C5",
@@ -551,56 +566,32 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             [],
             evidence,
         )
-    # Controls: the same studies' runs without an effective LRN. If they stay at chance too, k is not the cause.
-    controls = [
-        v
-        for variants in studies.values()
-        for v in variants
-        if v.study in note_studies and v.seeds() >= MIN_SEEDS_CHANCE and v.norm == "none"
-    ]
-    stuck_controls = [v.label for v in controls if at_chance(v)[1]]
-    for v in controls:
-        evidence.append(
-            {
-                "study": v.study,
-                "variant": v.label,
-                "seeds": v.seeds(),
-                "final test acc": _pct(mean_std(v.final_accs())[0]),
-                "note's condition": False,
-                "stays at chance": v.label in stuck_controls,
-                "left chance": ", ".join(_left_chance(r, v.chance()) for r in v.finished),
-            }
-        )
-    used += [v for v in controls if v not in used]
+    studied = {v.study for v in used}
+    for control in controls.values():
+        if control.study in studied:
+            evidence.append(evidence_row(control, False, at_chance(control)[1]))
+            used.append(control)
     collapsed = [c for c in comparisons if c.holds]
-    if collapsed and stuck_controls:
-        return Verdict(
-            "C5",
-            statement,
-            INCONCLUSIVE,
-            f"controls without an effective LRN ({'; '.join(stuck_controls)}) "
-            "stayed at chance too, so these runs cannot tell k's effect: train longer or at another "
-            "learning rate.",
-            thresholds,
-            comparisons,
-            evidence,
-            _runs_of(used),
-        )
     elsewhere = [v.label for v, stays in others if stays]
     extra = f" Outside the note's conditions, these stayed at chance too: {'; '.join(elsewhere)}." if elsewhere else ""
-    similarity = {v.label: probe_summary(v)["filter_similarity"] for v in used if v.norm == "lrn" and probe_summary(v)}
-    if similarity:
+    summaries = {v.label: probe_summary(v) for v in used if probe_summary(v)}
+    if summaries:
         extra += (
-            " conv1 filter similarity at the end (probes, mean |cos|): "
-            + ", ".join(f"{label} {value:.2f}" for label, value in similarity.items())
+            " Probes (mean over the run), per variant: the normalized layers' gain (output/input std; an LRN with "
+            "alpha x window sum this small scales by k^-0.75), relative weight update per step and conv1 filter "
+            "similarity at the end (mean |cos|): "
+            + "; ".join(
+                f"{label} {p['gain']:.2f}, {p['update_ratio']:.1e}, {p['filter_similarity']:.2f}"
+                for label, p in summaries.items()
+            )
             + "."
         )
     else:
-        extra += " Filter similarity is not measured by these runs (enable probes)."
+        extra += " Gains, update sizes and filter similarity are not measured by these runs (enable probes)."
     reasons = {
         REPRODUCED: "Every LRN setting with k in {1, 2} and normalized inputs stayed at chance.",
         CONDITIONAL: "Stayed at chance only under some of the note's conditions: "
-        + "; ".join(c.what.split(": ", 1)[1].split(",")[0] for c in collapsed)
+        + "; ".join(c.what.split(": ", 1)[1].rsplit(", best test accuracy", 1)[0] for c in collapsed)
         + ".",
         NOT_REPRODUCED: "No setting with k in {1, 2} and normalized inputs stayed at chance: the note's stated "
         "conditions alone do not produce it.",

@@ -344,6 +344,7 @@ def probe_table(variants: list[Variant]) -> list[dict]:
             rows.append(
                 {
                     "variant": v.label,
+                    "gain (out/in std)": f"{summary['gain']:.3f}",
                     "input drift": f"{summary['input_drift']:.3f}",
                     "output drift": f"{summary['output_drift']:.3f}",
                     "update ratio per step": f"{summary['update_ratio']:.2e}",

@@ -139,8 +139,9 @@ def to_target(run: LoadedRun, target: float) -> tuple[int | None, float | None]:
 
 
 def probe_summary(variant: Variant) -> dict | None:
-    """Means over the variant's probed runs: drift of the normalized layers' input and output per probe interval,
-    relative weight update per step, and conv1 filter similarity at the end. None without probes."""
+    """Means over the variant's probed runs: the normalized layers' gain (output std / input std; an LRN with small
+    alpha x window sum scales by k^-beta), their input and output drift per probe interval, relative weight update
+    per step, and conv1 filter similarity at the end. None without probes."""
     runs = [r for r in variant.runs if r.probes]
     if not runs:
         return None
@@ -157,7 +158,15 @@ def probe_summary(variant: Variant) -> dict | None:
             if layer[f"{side}_drift"] is not None
         ]
 
+    gains = [
+        layer["output_std"] / layer["input_std"]
+        for r in runs
+        for p in r.probes
+        for layer in p["layers"]
+        if layer.get("input_std") and layer.get("output_std") is not None
+    ]
     return {
+        "gain": mean(gains),
         "input_drift": mean(drifts("input")),
         "output_drift": mean(drifts("output")),
         "update_ratio": mean([w["update_ratio"] for r in runs for p in r.probes for w in p["weights"]]),

@@ -280,3 +280,17 @@ def test_c1_compares_lrn_settings_only_at_equal_learning_rates(tmp_path):
     verdict = claims.claim_c1(studies(tmp_path))
     assert verdict.verdict == claims.NOT_REPRODUCED
     assert len(verdict.comparisons) == 2 and all("lr=" in c.what for c in verdict.comparisons)
+
+
+def test_c5_sets_aside_only_the_settings_whose_own_control_stayed_at_chance(tmp_path):
+    # At lr 0.01 nothing learns, with or without LRN: that lr decides nothing. At lr 0.05 the control learns and
+    # k = 2 stays at chance: k's effect, shown there.
+    for seed in range(3):
+        for lr, control in ((0.01, CHANCE), (0.05, LEARNS)):
+            settings = {"train.lr": lr, "experiment.seed": seed}
+            make_run(tmp_path, "kc", f"k2,lr={lr},{seed}", {**settings, "model.norm": "lrn", "model.lrn.k": 2}, CHANCE)
+            make_run(tmp_path, "kc", f"none,lr={lr},{seed}", {**settings, "model.norm": "none"}, control)
+    verdict = claims.claim_c5(studies(tmp_path))
+    assert verdict.verdict == claims.CONDITIONAL
+    assert "lr=0.05" in verdict.reason.split("Not shown")[0]
+    assert "lr=0.01" in verdict.reason and "stayed at chance too" in verdict.reason

@@ -5,7 +5,8 @@ import torch
 
 from lrnbn.config import validate
 from lrnbn.probes import channel_stats, drift, filter_similarity
-from lrnbn.rundir import PROBES_FILE
+from lrnbn.results import group, probe_summary
+from lrnbn.rundir import PROBES_FILE, find_runs
 from lrnbn.train import resume_training, run_training
 from tests.conftest import TINY, merged
 from tests.test_resume import RESUMED, SignalAtStep, without_times
@@ -73,3 +74,11 @@ def test_probe_accuracy_is_the_eval_mode_accuracy_on_the_probe_batch():
     record = Probes(model, images, labels, every=1).measure(global_step=1, epoch=1)
     expected = (model.eval()(images).argmax(1) == labels).float().mean().item()
     assert record["probe_acc"] == expected and 0.5 <= expected < 1
+
+
+@pytest.mark.parametrize("k", [0.5, 2.0])
+def test_an_lrn_with_a_small_alpha_shows_its_k_to_the_minus_beta_gain(tmp_path, k):
+    lrn = {"model": {"arch": "alexnet", "width": 0.125, "norm": "lrn", "lrn": {"k": k, "alpha": 1e-6}}}
+    run_training(validate(merged(TINY, {**lrn, **PROBED})), tmp_path / "study" / "run")
+    (variant,) = group(find_runs([tmp_path]).runs)["tiny"]
+    assert probe_summary(variant)["gain"] == pytest.approx(k**-0.75, rel=1e-3)
