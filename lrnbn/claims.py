@@ -52,7 +52,7 @@ class Comparison:
             "comparison": self.what,
             "difference [95% CI]": self.diff.text(self.scale, self.unit),
             "n": f"{self.diff.n_a} vs {self.diff.n_b}",
-            "minimum": f"{self.minimum * self.scale:g}{self.unit}",
+            "minimum": f"{self.minimum * self.scale:.3g}{self.unit}",
             "shown": "yes" if self.holds else "refuted" if self.refuted else "undecided",
         }
 
@@ -151,7 +151,7 @@ def _probe_comparison(group: list[Variant], key: str) -> tuple[str, bool] | None
         return None
     bn_value = min(p[key] for p in bn)
     holds = all(bn_value < p[key] for p in lrn)
-    text = f"BN {bn_value:.3g}, LRN {', '.join(f'{p[key]:.3g}' for p in lrn)}"
+    text = f"{group[0].study}: BN {bn_value:.3g}, LRN {', '.join(f'{p[key]:.3g}' for p in lrn)}"
     if none and all(none):
         text += f", none {', '.join(f'{p[key]:.3g}' for p in none)}"
     return text, holds
