@@ -47,6 +47,11 @@ class Comparison:
     unit: str = ""
     refuted: bool = False  # the interval excludes the claimed effect (not merely fails to show it)
 
+    @property
+    def study(self) -> str:
+        """Every comparison's text starts with its study's name."""
+        return self.what.split(": ", 1)[0]
+
     def row(self) -> dict:
         return {
             "comparison": self.what,
@@ -596,7 +601,7 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
     reasons = {
         REPRODUCED: "Every LRN setting with k in {1, 2} and normalized inputs stayed at chance.",
         CONDITIONAL: "Stayed at chance only under some of the note's conditions: "
-        + "; ".join(c.what.split(": ", 1)[1].rsplit(", best test accuracy", 1)[0] for c in collapsed)
+        + "; ".join(c.what.removeprefix(f"{c.study}: ").rsplit(", best test accuracy", 1)[0] for c in collapsed)
         + ".",
         NOT_REPRODUCED: "No setting with k in {1, 2} and normalized inputs stayed at chance: the note's stated "
         "conditions alone do not produce it.",

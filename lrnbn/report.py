@@ -11,6 +11,7 @@ import base64
 import html
 import math
 import shutil
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +156,27 @@ def plot_accuracy(study: str, variants: list[Variant], out: Path) -> Path | None
     _integer_x(ax)
     return _save(
         fig, ax, f"{study}: test accuracy (mean, band = min-max over seeds)", variants, out / f"{study}-accuracy.png"
+    )
+
+
+def plot_gap(study: str, variants: list[Variant], out: Path) -> Path:
+    """Train (training mode) and test accuracy per epoch, per variant: the gap C3 compares, and whether the models
+    fit their training data at all."""
+
+    def mean_per_epoch(v: Variant, key: str) -> list[float]:
+        epochs = min(len(r.metrics) for r in v.finished)
+        return [100 * statistics.fmean(r.metrics[e][key] for r in v.finished) for e in range(epochs)]
+
+    fig, (ax,) = _figure()
+    for v in variants:
+        test, train = mean_per_epoch(v, "test_acc"), mean_per_epoch(v, "train_acc")
+        epochs = list(range(1, len(test) + 1))
+        (line,) = ax.plot(epochs, test, label=f"{v.label} test")
+        ax.plot(epochs, train, ls="--", color=line.get_color(), label=f"{v.label} train")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)")
+    _integer_x(ax)
+    return _save(
+        fig, ax, f"{study}: train (dashed) and test accuracy, mean over seeds", variants, out / f"{study}-gap.png"
     )
 
 
@@ -453,7 +475,7 @@ def ablation_rows(variants: list[Variant]) -> tuple[list[dict], str]:
 
 
 # Which of a study's plots shows each claim best.
-CLAIM_FIGURES = {"C1": "heatmap", "C2": "accuracy", "C3": "accuracy", "C4": "time", "C5": "heatmap"}
+CLAIM_FIGURES = {"C1": "heatmap", "C2": "accuracy", "C3": "gap", "C4": "time", "C5": "heatmap"}
 
 
 def summary_rows(verdicts: list[Verdict], studies: dict[str, list[Variant]]) -> list[dict]:
@@ -486,6 +508,7 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
         raise UserError(f"no run directories under {', '.join(map(str, paths))}{damaged}")
     studies = group(runs)
     verdicts = all_claims(studies, target)
+    gap_studies = {c.study for v in verdicts if v.claim == "C3" for c in v.comparisons}
     tables, figures, study_sections, answers = {}, {}, [], []
     for study, variants in studies.items():
         section = Section(
@@ -498,6 +521,7 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
             "accuracy": plot_accuracy(study, variants, out),
             "time": plot_time_vs_n(study, variants, out),
             "heatmap": plot_heatmap(study, variants, out),
+            "gap": plot_gap(study, [v for v in variants if v.finished], out) if study in gap_studies else None,
         }
         figures[study] = {name: path for name, path in plots.items() if path}
         section.images += list(figures[study].values())
@@ -533,7 +557,10 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
     summary.tables.append(summary_rows(verdicts, studies))
     summary.paragraphs += answers
     for v in verdicts:
-        study = next((Path(run).parent.name for run in v.runs if Path(run).parent.name in figures), None)
+        # The plot of the study the quoted comparison comes from; else of the first study the verdict used.
+        study = v.key_comparison.study if v.key_comparison else None
+        if study not in figures:
+            study = next((Path(run).parent.name for run in v.runs if Path(run).parent.name in figures), None)
         figure = figures.get(study, {}).get(CLAIM_FIGURES[v.claim]) if study else None
         if figure and figure not in summary.images:
             summary.images.append(figure)

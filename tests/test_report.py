@@ -153,3 +153,18 @@ def test_a_run_written_before_a_key_existed_groups_with_the_runs_written_after(t
     old.write_text(yaml.safe_dump(config))
     (variant,) = group(find_runs([tmp_path]).runs)["s"]
     assert variant.seeds() == 2 and variant.label == "bn"
+
+
+def test_the_summary_shows_c3_by_the_train_and_test_curves_of_the_study_that_decides_it(tmp_path):
+    # Two studies with BN and LRN: one still training (its gaps are not used), one where every model fits.
+    for seed in (0, 1):
+        for study, bn_train, lrn_train in (("short", [0.5, 0.7], [0.4, 0.6]), ("fit", [0.9, 1.0], [0.8, 0.99])):
+            for norm, train, test in (("bn", bn_train, [0.5, 0.6]), ("lrn", lrn_train, [0.4, 0.5])):
+                settings = {"model.norm": norm, "experiment.seed": seed}
+                make_run(tmp_path / "runs", study, f"{norm},{seed}", settings, test, train_accs=train)
+    path, verdicts, _, _ = build_report([tmp_path / "runs"], tmp_path / "out", "md", target=0.55)
+    summary = path.read_text().split("## Claims")[0]
+    c3 = next(v for v in verdicts if v.claim == "C3")
+    assert [c.study for c in c3.comparisons] == ["fit"]
+    assert "](fit-gap.png)" in summary and (tmp_path / "out" / "fit-gap.png").stat().st_size > 1000
+    assert not (tmp_path / "out" / "short-gap.png").exists()
