@@ -542,11 +542,11 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
 
     # Controls: runs alike in all but the normalization, without an effective LRN. Where they stay at chance too,
     # k is not what holds the LRN runs there, so that setting decides nothing.
-    controls = {}
+    controls: dict[tuple, list[tuple[Variant, bool]]] = {}  # an identity LRN and none may share their settings
     for variants in studies.values():
         for v in variants:
             if v.norm == "none" and v.seeds() >= MIN_SEEDS_CHANCE:
-                controls[_all_but_norm(v)] = v
+                controls.setdefault(_all_but_norm(v), []).append((v, at_chance(v)[1]))
     comparisons, evidence, others, used = [], [], [], []
     for variants in studies.values():
         for v in variants:
@@ -559,10 +559,10 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             if not is_note:
                 others.append((v, stays))
                 continue
-            control = controls.get(_all_but_norm(v))
-            if control is not None and stays and at_chance(control)[1]:
+            stuck = [control.label for control, at in controls.get(_all_but_norm(v), []) if at]
+            if stays and stuck:
                 comparison = replace(
-                    comparison, holds=False, missing=f"its control {control.label} stayed at chance too"
+                    comparison, holds=False, missing=f"its control {', '.join(stuck)} stayed at chance too"
                 )
             comparisons.append(comparison)
     if not comparisons:
@@ -577,14 +577,14 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             evidence,
         )
     studied = {v.study for v in used}
-    for control in controls.values():
+    for control, stuck_too in (pair for pairs in controls.values() for pair in pairs):
         if control.study in studied:
-            evidence.append(evidence_row(control, False, at_chance(control)[1]))
+            evidence.append(evidence_row(control, False, stuck_too))
             used.append(control)
     collapsed = [c for c in comparisons if c.holds]
     elsewhere = [v.label for v, stays in others if stays]
     extra = f" Outside the note's conditions, these stayed at chance too: {'; '.join(elsewhere)}." if elsewhere else ""
-    summaries = {v.label: probe_summary(v) for v in used if probe_summary(v)}
+    summaries = {v.label: summary for v in used if (summary := probe_summary(v))}
     if summaries:
         extra += (
             " Probes (mean over the run), per variant: the normalized layers' gain (output/input std; an LRN with "
