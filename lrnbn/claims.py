@@ -46,6 +46,7 @@ class Comparison:
     scale: float = 1.0  # for display: 100 for accuracies (points)
     unit: str = ""
     refuted: bool = False  # the interval excludes the claimed effect (not merely fails to show it)
+    seeds_decide: bool = True  # more seeds could decide it; False where its runs cannot (e.g. a stuck control)
 
     @property
     def study(self) -> str:
@@ -97,13 +98,14 @@ def _compare(what: str, a: list[float], b: list[float], minimum: float, scale: f
 
 def _decide(claim, statement, thresholds, comparisons, reasons: dict, evidence, runs, extra: str = "") -> Verdict:
     if not any(c.holds or c.refuted for c in comparisons):
-        # Every interval is too wide either way: the runs neither show the claim nor rule it out.
+        # The runs neither show the claim nor rule it out: say why, and whether more seeds could change that.
         missing = "; ".join(f"{c.what} ({c.missing})" for c in comparisons)
+        advice = "; run more seeds" if any(c.seeds_decide for c in comparisons) else ""
         return Verdict(
             claim,
             statement,
             INCONCLUSIVE,
-            f"the intervals are too wide to decide: {missing}; run more seeds" + extra,
+            f"no comparison is decided: {missing}{advice}" + extra,
             thresholds,
             comparisons,
             evidence,
@@ -562,7 +564,10 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             stuck = [control.label for control, at in controls.get(_all_but_norm(v), []) if at]
             if stays and stuck:
                 comparison = replace(
-                    comparison, holds=False, missing=f"its control {', '.join(stuck)} stayed at chance too"
+                    comparison,
+                    holds=False,
+                    missing=f"its control {', '.join(stuck)} stayed at chance too",
+                    seeds_decide=False,
                 )
             comparisons.append(comparison)
     if not comparisons:

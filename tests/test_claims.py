@@ -253,7 +253,8 @@ def test_a_difference_whose_interval_reaches_zero_is_not_shown_and_the_verdict_s
         make_run(tmp_path, "conv", f"lrn,seed={seed}", {"model.norm": "lrn", "experiment.seed": seed}, lrn)
     verdict = claims.claim_c2(studies(tmp_path), target=0.5)
     # Neither shown nor ruled out: the runs cannot decide, which is not the same as "not reproduced".
-    assert verdict.verdict == claims.INCONCLUSIVE and verdict.reason.startswith("the intervals are too wide to decide")
+    assert verdict.verdict == claims.INCONCLUSIVE and verdict.reason.startswith("no comparison is decided")
+    assert "; run more seeds" in verdict.reason
     (comparison,) = verdict.comparisons
     assert comparison.diff.estimate == pytest.approx(2 / 3)  # epochs 3, 1 and never (4) against 2, 2, 2
     assert comparison.diff.low < 0 < comparison.diff.high
@@ -297,3 +298,15 @@ def test_c5_sets_aside_only_the_settings_whose_own_control_stayed_at_chance(tmp_
     assert verdict.verdict == claims.CONDITIONAL
     assert "lr=0.05" in verdict.reason.split("Not shown")[0]
     assert "lr=0.01" in verdict.reason and "stayed at chance too" in verdict.reason
+
+
+def test_c5_with_every_control_stuck_is_inconclusive_without_asking_for_seeds(tmp_path):
+    # Nothing learns at this lr, LRN or not: more seeds of the same runs cannot decide C5, another lr could.
+    for seed in range(3):
+        settings = {"train.lr": 0.01, "experiment.seed": seed}
+        make_run(tmp_path, "kc", f"k2,{seed}", {**settings, "model.norm": "lrn", "model.lrn.k": 2}, CHANCE)
+        make_run(tmp_path, "kc", f"none,{seed}", {**settings, "model.norm": "none"}, CHANCE)
+    verdict = claims.claim_c5(studies(tmp_path))
+    assert verdict.verdict == claims.INCONCLUSIVE
+    assert verdict.reason.startswith("no comparison is decided") and "stayed at chance too" in verdict.reason
+    assert "run more seeds" not in verdict.reason
