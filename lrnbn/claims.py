@@ -587,7 +587,15 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             evidence.append(evidence_row(control, False, stuck_too))
             used.append(control)
     collapsed = [c for c in comparisons if c.holds]
-    elsewhere = [v.label for v, stays in others if stays]
+
+    def with_controls(v: Variant) -> str:
+        """A setting outside the note's conditions at chance, and whether its controls learned: raw inputs alone
+        may hold a net at chance, LRN or not."""
+        pairs = controls.get(_all_but_norm(v), [])
+        said = ", ".join(f"{c.label} {'stayed at chance too' if at else 'learned'}" for c, at in pairs)
+        return f"{v.label} ({'control: ' + said if said else 'no control ran'})"
+
+    elsewhere = [with_controls(v) for v, stays in others if stays]
     extra = f" Outside the note's conditions, these stayed at chance too: {'; '.join(elsewhere)}." if elsewhere else ""
     summaries = {v.label: summary for v in used if (summary := probe_summary(v))}
     if summaries:

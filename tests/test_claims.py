@@ -310,3 +310,22 @@ def test_c5_with_every_control_stuck_is_inconclusive_without_asking_for_seeds(tm
     assert verdict.verdict == claims.INCONCLUSIVE
     assert verdict.reason.startswith("no comparison is decided") and "stayed at chance too" in verdict.reason
     assert "run more seeds" not in verdict.reason
+
+
+def test_c5_names_the_control_of_a_setting_outside_the_notes_conditions(tmp_path):
+    # Raw inputs: k = 2 stays at chance while no normalization on the same raw inputs learns, and k = 1 at raw
+    # inputs has no control of its own. The verdict says which is which.
+    for seed in range(3):
+        raw = {"data.input_norm": False, "experiment.seed": seed}
+        make_run(tmp_path, "kc", f"k2-raw,{seed}", {**raw, "model.norm": "lrn", "model.lrn.k": 2}, CHANCE)
+        make_run(tmp_path, "kc", f"none-raw,{seed}", {**raw, "model.norm": "none"}, LEARNS)
+        make_run(
+            tmp_path, "kc", f"k1-raw-lr,{seed}", {**raw, "model.norm": "lrn", "model.lrn.k": 1, "train.lr": 0.5}, CHANCE
+        )
+        make_run(tmp_path, "kc", f"k2,{seed}", {"experiment.seed": seed, "model.norm": "lrn", "model.lrn.k": 2}, LEARNS)
+    verdict = claims.claim_c5(studies(tmp_path))
+    outside = verdict.reason.split("Outside the note's conditions, these stayed at chance too: ")[1]
+    k2_raw = next(part for part in outside.split("; ") if "k=2" in part and "input_norm=false" in part)
+    assert "control: " in k2_raw and "learned" in k2_raw and "stayed at chance too" not in k2_raw
+    k1_raw = next(part for part in outside.split("; ") if "k=1" in part)
+    assert "no control ran" in k1_raw
