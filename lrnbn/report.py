@@ -90,7 +90,8 @@ def _machine(variants: list[Variant]) -> str:
         for r in v.runs
     }
     return "; ".join(
-        f"{name}, {threads} threads" + (f" x {processes} processes" if processes > 1 else "")
+        f"{name}, {threads} thread{'s' if threads != 1 else ''}"
+        + (f" x {processes} processes" if processes > 1 else "")
         for name, threads, processes in sorted(machines, key=str)
     )
 
@@ -222,7 +223,22 @@ HEATMAP_KEYS = (
 MAX_PANELS = 4  # a third swept key with at most this many values gets a panel per value
 
 
-def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
+@dataclass
+class HeatMap:
+    """Mean final test accuracy (%) per cell: maps[panel][row][col]. LRN's settings make the rows; the controls of a
+    study (no normalization, BN) get a row each, named by their normalization, so the map shows what k costs."""
+
+    row_key: str
+    col_key: str
+    panel_key: str | None
+    rows: list
+    cols: list
+    panels: list
+    maps: list[list[list[float]]]
+    averaged: list[str]  # swept keys the map averages over
+
+
+def heatmap(variants: list[Variant]) -> HeatMap | None:
     """Final test accuracy over the first two swept keys (LRN's first), one panel per value of a third key when it
     has at most MAX_PANELS values; nothing when the map would show one number everywhere."""
     varying = [k for k in varying_keys(variants) if k != "model.norm"]
@@ -230,19 +246,26 @@ def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
     if len(keys) < 2:
         return None
     row_key, col_key = keys[0], keys[1]
-    variants = [v for v in variants if row_key in v.settings and col_key in v.settings]
+    controls: list[Variant] = []
     if is_norm_key(row_key) or is_norm_key(col_key):
-        variants = [v for v in variants if v.norm == "lrn"]  # an identity LRN is a control, not an LRN setting
+        # An identity LRN is a control, not an LRN setting; controls are rows of their own when LRN's key is a row.
+        controls = [v for v in variants if v.norm != "lrn" and not is_norm_key(col_key)]
+        variants = [v for v in variants if v.norm == "lrn"]
+    variants = [v for v in variants if row_key in v.settings and col_key in v.settings]
+    controls = [v for v in controls if col_key in v.settings]
     panel_key = next((k for k in keys[2:] if 1 < len({repr(v.get(k)) for v in variants}) <= MAX_PANELS), None)
     panels = sorted({v.get(panel_key) for v in variants}, key=str) if panel_key else [None]
-    rows = sorted({v.get(row_key) for v in variants}, key=str)
+    rows = sorted({v.get(row_key) for v in variants}, key=str) + sorted({v.norm for v in controls})
     cols = sorted({v.get(col_key) for v in variants}, key=str)
+
+    def row_of(v: Variant):
+        return v.norm if v.norm != "lrn" else v.get(row_key)
 
     def cell(panel, r, c) -> float:
         accs = [
             a
-            for v in variants
-            if v.get(row_key) == r and v.get(col_key) == c and (panel_key is None or v.get(panel_key) == panel)
+            for v in variants + controls
+            if row_of(v) == r and v.get(col_key) == c and (panel_key is None or v.get(panel_key) == panel)
             for a in v.final_accs()
         ]
         return 100 * sum(accs) / len(accs) if accs else math.nan
@@ -251,9 +274,19 @@ def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
     shown = [x for m in maps for row in m for x in row if not math.isnan(x)]
     if not shown or max(shown) - min(shown) < 1:
         return None
-    names = short_names([row_key, col_key] + ([panel_key] if panel_key else []))
-    fig, axes = _figure(len(panels), figsize=(len(panels) * (1.3 * len(cols) + 1.5) + 1.5, 0.6 * len(rows) + 2.5))
-    for ax, panel, values in zip(axes, panels, maps):
+    averaged = [k for k in keys[2:] if k != panel_key]
+    return HeatMap(row_key, col_key, panel_key, rows, cols, panels, maps, averaged)
+
+
+def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
+    t = heatmap(variants)
+    if t is None:
+        return None
+    names = short_names([t.row_key, t.col_key] + ([t.panel_key] if t.panel_key else []))
+    fig, axes = _figure(
+        len(t.panels), figsize=(len(t.panels) * (1.3 * len(t.cols) + 1.5) + 1.5, 0.6 * len(t.rows) + 2.5)
+    )
+    for ax, panel, values in zip(axes, t.panels, t.maps):
         image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
         for i, row in enumerate(values):
             for j, value in enumerate(row):
@@ -267,15 +300,14 @@ def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
                     color="k" if empty else "w",
                     fontsize=8,
                 )
-        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
-        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-        ax.set(xlabel=names[col_key], ylabel=names[row_key])
-        if panel_key:
-            ax.set_title(f"{names[panel_key]} = {panel}", fontsize=8)
+        ax.set_xticks(range(len(t.cols)), [str(c) for c in t.cols])
+        ax.set_yticks(range(len(t.rows)), [str(r) for r in t.rows])
+        ax.set(xlabel=names[t.col_key], ylabel=names[t.row_key])
+        if t.panel_key:
+            ax.set_title(f"{names[t.panel_key]} = {panel}", fontsize=8)
     fig.colorbar(image, ax=list(axes), label="test accuracy (%)")
-    others = [k for k in keys[2:] if k != panel_key]
     title = f"{study}: final test accuracy (%), mean over seeds" + (
-        f" and {', '.join(short_names(others).values())}" if others else ""
+        f" and {', '.join(short_names(t.averaged).values())}" if t.averaged else ""
     )
     return _save(fig, axes[-1], title, variants, out / f"{study}-heatmap.png", grid=False)
 

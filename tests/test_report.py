@@ -1,4 +1,10 @@
-from lrnbn.report import build_report
+import math
+
+import pytest
+
+from lrnbn.report import build_report, heatmap
+from lrnbn.results import group
+from lrnbn.rundir import find_runs
 from tests.rundirs import make_run
 from tests.test_claims import LEARNS, timing_study
 
@@ -168,3 +174,24 @@ def test_the_summary_shows_c3_by_the_train_and_test_curves_of_the_study_that_dec
     assert [c.study for c in c3.comparisons] == ["fit"]
     assert "](fit-gap.png)" in summary and (tmp_path / "out" / "fit-gap.png").stat().st_size > 1000
     assert not (tmp_path / "out" / "short-gap.png").exists()
+
+
+def test_the_k_map_gives_each_control_a_row_beside_lrns_settings(tmp_path):
+    # k x input normalization, with no normalization on both inputs and BN on normalized inputs only.
+    finals = {("lrn", 1, True): 0.6, ("lrn", 2, True): 0.5, ("lrn", 2, False): 0.1, ("none", None, True): 0.55}
+    finals |= {("none", None, False): 0.45, ("bn", None, True): 0.7}
+    for seed in range(2):
+        for (norm, k, input_norm), final in finals.items():
+            settings = {"model.norm": norm, "data.input_norm": input_norm, "experiment.seed": seed}
+            if k is not None:
+                settings["model.lrn.k"] = k
+            name = f"{norm}{k or ''}-{'norm' if input_norm else 'raw'},{seed}"
+            make_run(tmp_path, "kc", name, settings, [0.2, final + 0.01 * seed])
+    (variants,) = group(find_runs([tmp_path]).runs).values()
+    table = heatmap(variants)
+    assert (table.row_key, table.col_key) == ("model.lrn.k", "data.input_norm")
+    assert table.rows == [1.0, 2.0, "bn", "none"] and table.cols == [False, True]
+    cells = {(r, c): value for r, row in zip(table.rows, table.maps[0]) for c, value in zip(table.cols, row)}
+    assert cells[(2.0, False)] == pytest.approx(10.5) and cells[(2.0, True)] == pytest.approx(50.5)
+    assert cells[("none", False)] == pytest.approx(45.5) and cells[("bn", True)] == pytest.approx(70.5)
+    assert math.isnan(cells[("bn", False)]) and math.isnan(cells[(1.0, False)])  # no such run: an empty cell
