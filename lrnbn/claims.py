@@ -490,10 +490,20 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
     return _decide("C4", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
 
 
+def _probe_batch_holds_every_class(run, chance: float) -> bool:
+    """A probe-batch accuracy above chance means learning only where no class fills much more than its share of
+    the batch (a batch of one class is all right or all wrong by guessing that class). Runs that did not record
+    their probe batch (env.json's probe_batch) are not trusted with it."""
+    counts = (run.env.get("probe_batch") or {}).get("class_counts")
+    return bool(counts) and max(counts) / sum(counts) <= 2 * chance
+
+
 def _left_chance(run, chance: float) -> str:
-    """Where a run first left chance: the epoch (test accuracy) and, with probes, the step (probe-batch accuracy)."""
+    """Where a run first left chance: the epoch (test accuracy) and, with probes on a batch of every class, the
+    step (probe-batch accuracy)."""
     epoch = next((m["epoch"] for m in run.metrics if m["test_acc"] > chance + CHANCE_TOLERANCE), None)
-    step = next((p["step"] for p in run.probes if p.get("probe_acc", 0) > chance + CHANCE_TOLERANCE), None)
+    probes = run.probes if _probe_batch_holds_every_class(run, chance) else []
+    step = next((p["step"] for p in probes if p.get("probe_acc", 0) > chance + CHANCE_TOLERANCE), None)
     if epoch is None and step is None:
         return "never"
     return f"epoch {epoch or 'never'}" + (f" (step {step})" if step else "")

@@ -224,7 +224,10 @@ class ProbesConfig(_Section):
     )
     every: int = Field(50, ge=1, description="Steps between probe points.")
     batch_size: int = Field(
-        256, ge=1, le=65536, description="Images in the fixed probe batch: the first of the training split."
+        256,
+        ge=1,
+        le=65536,
+        description="Images in the fixed probe batch, drawn once from a fixed order of the training split.",
     )
 
 

@@ -30,6 +30,8 @@ CACHE_FORMAT = 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 # Limits pick from one fixed order, independent of experiment.seed, so that every seed of a study sees the same subset.
 LIMIT_ORDER_SEED = 0
+# The fixed sample (the probe batch) is drawn the same way, so every run of a study probes the same images.
+SAMPLE_ORDER_SEED = 1
 
 
 class DataError(UserError):
@@ -502,9 +504,13 @@ class DeviceSplit:
                 images = self._crop_flip(images, offsets[:, part], flip[part])
             yield self._normalise(images), self.labels[index]
 
-    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first n images, normalised and not augmented, and their labels: a fixed batch."""
-        return self._normalise(self.images[:n]), self.labels[:n]
+    def fixed_sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n images drawn once from a fixed order (its own generator: training's random numbers are untouched),
+        normalised and not augmented, and their labels. Not the first n: an imported image folder is stored class
+        by class, and its first 256 images are all airplanes."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(SAMPLE_ORDER_SEED))
+        index = order[:n].sort().values.to(self.images.device)
+        return self._normalise(self.images[index]), self.labels[index]
 
     def eval_batches(self, batch_size: int, part: slice = slice(None)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The split in order (or the `part` of it one rank evaluates), in batches of at most batch_size."""

@@ -124,10 +124,18 @@ def git_state() -> dict | None:
 
 
 def environment(
-    device: torch.device, world, dataset, mean: list[float], std: list[float], parameters: dict, compute: dict
+    device: torch.device,
+    world,
+    dataset,
+    mean: list[float],
+    std: list[float],
+    parameters: dict,
+    compute: dict,
+    probe_batch: dict | None = None,
 ) -> dict:
     """env.json: versions, device, threads, host, git state, the command, the dataset's identity, parameter counts,
-    and how the run computes (`compute`: precision, memory format, the LRN kernel that ran)."""
+    how the run computes (`compute`: precision, memory format, the LRN kernel that ran) and, with probes, the
+    probe batch's class counts."""
     return {
         "lrnbn": lrnbn.__version__,
         "python": platform.python_version(),
@@ -149,4 +157,5 @@ def environment(
         "command": sys.argv,
         "dataset": {**dataset.describe(), "input_mean": mean, "input_std": std},
         "model": parameters,
+        **({"probe_batch": probe_batch} if probe_batch else {}),
     }

@@ -1,7 +1,7 @@
 """Opt-in measurements of the mechanisms the note names, taken during training without changing it.
 
-Every `probes.every` steps, on a fixed probe batch (the first `probes.batch_size` training images, normalised, never
-augmented, the same at every probe point):
+Every `probes.every` steps, on a fixed probe batch (`probes.batch_size` training images drawn once from a fixed
+order, normalised, never augmented, the same at every probe point and in every run; its class counts go to env.json):
 - at each normalization position (BN, LRN or the empty slot of `norm: none`), per-channel mean and std of the
   layer's input and output, and their drift since the previous probe point:
   drift = mean over channels of |mean_now - mean_before| / std_before (a shift measured in the old spread);
@@ -76,6 +76,11 @@ class Probes:
         sizes = torch.stack(torch._foreach_norm(self._before)).clamp_min(EPS)
         self._sums[:, 1] += (torch.stack(changes) / sizes).double()
         self._steps += 1
+
+    def describe(self) -> dict:
+        """The probe batch, for env.json: a probe accuracy means "learned" only on a batch that holds every class."""
+        counts = torch.bincount(self.labels.cpu(), minlength=int(self.labels.max()) + 1)
+        return {"images": len(self.labels), "class_counts": counts.tolist()}
 
     def due(self, global_step: int) -> bool:
         return global_step % self.every == 0

@@ -130,6 +130,7 @@ def _start(run: RunDir, trainer: Trainer, view: RunView) -> RunResult:
             trainer.std,
             trainer.parameter_counts(),
             trainer.compute,
+            trainer.probes.describe() if trainer.probes else None,
         )
     )
     summary = {"status": "running", "started_at": _now(), "epochs_planned": config.train.epochs, "epochs_done": 0}

@@ -189,7 +189,7 @@ class Trainer:
         probes = None
         if config.probes.enabled and world.main:
             probes = Probes(
-                model, *train_split.first(min(config.probes.batch_size, len(train_split))), config.probes.every
+                model, *train_split.fixed_sample(min(config.probes.batch_size, len(train_split))), config.probes.every
             )
         compute = {
             "precision": "bf16 autocast" if config.train.amp else "fp32",

@@ -1,5 +1,7 @@
 """Verdicts from hand-made runs: each claim can come out reproduced, not reproduced, conditional or inconclusive."""
 
+import json
+
 import pytest
 
 from lrnbn import claims
@@ -329,3 +331,19 @@ def test_c5_names_the_control_of_a_setting_outside_the_notes_conditions(tmp_path
     assert "control: " in k2_raw and "learned" in k2_raw and "stayed at chance too" not in k2_raw
     k1_raw = next(part for part in outside.split("; ") if "k=1" in part)
     assert "no control ran" in k1_raw
+
+
+def test_c5_takes_the_step_a_run_left_chance_only_from_a_probe_batch_that_holds_every_class(tmp_path):
+    # Runs whose probe batch scored 100% at step 50 and that left chance in epoch 2: on a one-class batch that
+    # score is the net guessing that class, and a run that did not record its batch cannot tell.
+    batches = {"balanced": [26] * 9 + [22], "one-class": [256] + [0] * 9, "unrecorded": None}
+    for lr, (name, counts) in enumerate(batches.items(), 1):
+        run = make_run(tmp_path, "kc", name, {"model.norm": "lrn", "train.lr": lr / 100}, [0.1, 0.3])
+        env = json.loads((run.path / "env.json").read_text())
+        if counts:
+            env["probe_batch"] = {"images": sum(counts), "class_counts": counts}
+        (run.path / "env.json").write_text(json.dumps(env))
+        for step, acc in ((50, 1.0), (100, 0.5)):
+            run.append_probe({"step": step, "epoch": 1, "probe_acc": acc, "layers": [], "weights": []})
+    left = {r.path.name: claims._left_chance(r, 0.1) for r in find_runs([tmp_path]).runs}
+    assert left == {"balanced": "epoch 2 (step 50)", "one-class": "epoch 2", "unrecorded": "epoch 2"}

@@ -239,3 +239,19 @@ def test_training_on_a_damaged_cache_exits_2_with_one_line_and_writes_nothing(
     result = cli("train", "--config", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert fragment in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_the_fixed_sample_holds_every_class_of_a_split_stored_class_by_class_and_leaves_training_rng_alone():
+    # An imported image folder is stored class by class: its first 256 images would all be of class 0.
+    labels = torch.arange(10).repeat_interleave(200)
+    images = labels.to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
+    split = DeviceSplit(Split(images, labels), torch.device("cpu"), [0.0] * 3, [1.0] * 3)
+    state = torch.random.get_rng_state()
+    batch, sample_labels = split.fixed_sample(256)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    counts = torch.bincount(sample_labels, minlength=10)
+    assert counts.min() > 0 and counts.max() / 256 <= 0.2, counts
+    # The images are the labels' own (pixel value = class), and the same sample comes back every time.
+    torch.testing.assert_close(batch[:, 0, 0, 0] * 255, sample_labels.float())
+    again, again_labels = split.fixed_sample(256)
+    assert torch.equal(again_labels, sample_labels) and torch.equal(again, batch)

@@ -46,6 +46,10 @@ def test_probes_do_not_change_the_trajectory_and_write_their_records(tmp_path):
     assert {w["name"] for w in first["weights"]} >= {"0.0.weight"}
     assert all(w["grad_norm"] > 0 and 0 < w["update_ratio"] < 1 for w in first["weights"])
     assert (probed.path / "conv1-filters.png").stat().st_size > 500
+    # env.json says which classes the probe batch holds, so a reader can tell what its accuracy means.
+    batch = json.loads((probed.path / "env.json").read_text())["probe_batch"]
+    assert batch["images"] == validate(merged(TINY, PROBED)).probes.batch_size == sum(batch["class_counts"])
+    assert "probe_batch" not in json.loads((plain.path / "env.json").read_text())
 
 
 def test_probes_resume_exactly(tmp_path):

@@ -175,7 +175,7 @@ def test_channels_last_puts_weights_and_batches_in_that_format_with_the_same_num
 
     trainer = Trainer.build(validate(merged(TINY, {"train": {"channels_last": channels_last}})))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    batch, _ = trainer.train_split.first(8)
+    batch, _ = trainer.train_split.fixed_sample(8)
     conv1 = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert batch.is_contiguous(memory_format=fmt) and conv1.weight.is_contiguous(memory_format=fmt)
     assert trainer.compute["memory_format"] == ("channels_last" if channels_last else "contiguous")
@@ -210,7 +210,7 @@ def test_caffe_style_per_layer_init_decay_and_lr_multipliers_and_pixel_units():
     )
     assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(list(trainer.model.parameters()))
     # pixel units: the mean is subtracted, the std is not divided out (synthetic pixels spread over tens of units)
-    batch, _ = trainer.train_split.first(256)
+    batch, _ = trainer.train_split.fixed_sample(256)
     assert batch.mean(dim=(0, 2, 3)).abs().max() < 10 and batch.std() > 20
 
 
