@@ -122,8 +122,13 @@ def _limit(split: Split, limit: int | None, key: str) -> Split:
         return split
     if limit > len(split):
         raise DataError(f"{key}: {limit} exceeds the {len(split)} images of the split")
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(LIMIT_ORDER_SEED))[:limit]
+    order = fixed_order(len(split), LIMIT_ORDER_SEED)[:limit]
     return Split(split.images[order], split.labels[order])
+
+
+def fixed_order(n: int, seed: int) -> torch.Tensor:
+    """A permutation of range(n) from a generator of its own: the same in every run, training's RNG untouched."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
 def _load_cifar10(root: Path, download: bool) -> Dataset:
@@ -508,8 +513,7 @@ class DeviceSplit:
         """n images drawn once from a fixed order (its own generator: training's random numbers are untouched),
         normalised and not augmented, and their labels. Not the first n: an imported image folder is stored class
         by class, and its first 256 images are all airplanes."""
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(SAMPLE_ORDER_SEED))
-        index = order[:n].sort().values.to(self.images.device)
+        index = fixed_order(len(self), SAMPLE_ORDER_SEED)[:n].sort().values.to(self.images.device)
         return self._normalise(self.images[index]), self.labels[index]
 
     def eval_batches(self, batch_size: int, part: slice = slice(None)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
