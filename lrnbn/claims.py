@@ -32,6 +32,7 @@ FIT_ACC = 0.95  # C3: a model "fits its training data" at this mean final train-
 # more about how far training has come than about regularization
 TIME_MARGIN = 0.05  # C4: LRN's epoch at least 5% of BN's time slower than BN's
 GROWTH = 1.10  # C4: the largest n at least 10% slower than the smallest, per implementation
+PROBE_NOISE_SE = 3  # C5: a probe-batch accuracy counts as learning only 3 binomial standard errors above a guess
 
 
 @dataclass
@@ -200,7 +201,8 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
                 " points",
             )
         )
-        counts = ", ".join(f"{v.label} {v.runs[0].env.get('model', {}).get('norm_trainable', '?')}" for v in variants)
+        per_norm = {v.norm: v.runs[0].env.get("model", {}).get("norm_trainable", "?") for v in variants}
+        counts = ", ".join(f"{norm} {count}" for norm, count in sorted(per_norm.items()))
         evidence.append(
             {
                 "study": study,
@@ -208,7 +210,7 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
                 "best LRN": f"{best.label} {_pct(mean_std(best.final_accs())[0])}",
                 "worst LRN": f"{worst.label} {_pct(mean_std(worst.final_accs())[0])}",
                 "BN": _pct(mean_std(bn[0].final_accs())[0]),
-                "trainable norm params per variant": counts,
+                "trainable norm params": counts,
             }
         )
         used += lrn + bn
@@ -237,7 +239,7 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         f"(a seed that never reaches it counts as epochs + 1), >= {MIN_SEEDS} seeds each, 95% Welch interval above 0 "
         f"and the difference >= {EPOCHS_MIN:g} epoch"
     )
-    comparisons, evidence, used, unreached = [], [], [], []
+    comparisons, evidence, compared, unreached = [], [], [], []
     for group in _norm_groups(studies):
         bn, lrn = _by_norm(group, "bn"), _by_norm(group, "lrn")
         if any(v.seeds() < MIN_SEEDS for v in bn + lrn):
@@ -272,7 +274,7 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
                     "final test acc": _pct(mean_std(v.final_accs())[0]),
                 }
             )
-        used += group
+        compared.append(group)
     if not comparisons and unreached:
         return Verdict(
             "C2",
@@ -290,7 +292,9 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
             f">= {MIN_SEEDS} seeds each, e.g. configs/notes/convergence-quick.yaml",
             thresholds,
         )
-    drifts = [c for c in (_probe_comparison(g, "output_drift") for g in _norm_groups(studies)) if c]
+    # The mechanism for the groups the verdict compared: elsewhere (a target out of reach, one seed) it explains
+    # nothing.
+    drifts = [c for c in (_probe_comparison(g, "output_drift") for g in compared) if c]
     if drifts:
         steady = all(holds for _, holds in drifts)
         mechanism = (
@@ -309,6 +313,7 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         CONDITIONAL: "BN reached the target measurably sooner than some LRN variants, not all.",
         NOT_REPRODUCED: "BN did not reach the target measurably sooner than LRN.",
     }
+    used = [v for group in compared for v in group]
     return _decide("C2", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), mechanism)
 
 
@@ -328,7 +333,7 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
     def final_train_acc(v: Variant) -> float:
         return mean_std([r.metrics[-1]["train_acc"] for r in v.finished])[0]
 
-    comparisons, evidence, used, stuck, underfit = [], [], [], [], []
+    comparisons, evidence, used, compared, stuck, underfit = [], [], [], [], [], []
     for group in _norm_groups(studies):
         bn = _by_norm(group, "bn")
         if any(v.seeds() < MIN_SEEDS for v in group) or not any(v.learned(CHANCE_TOLERANCE) for v in bn):
@@ -352,6 +357,7 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
             elif min(final_train_acc(bn[0]), final_train_acc(v)) < FIT_ACC:
                 underfit.append(v.label)  # the gap shows how far training has come, not regularization
             else:
+                compared += [] if group in compared else [group]
                 comparisons.append(
                     _compare(
                         f"{v.study}: {v.label} minus {bn[0].label}, train-test gap",
@@ -397,7 +403,7 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
             f">= {MIN_SEEDS} seeds each, e.g. configs/notes/regularization-standard.yaml",
             thresholds,
         )
-    updates = [c for c in (_probe_comparison(g, "update_ratio") for g in _norm_groups(studies)) if c]
+    updates = [c for c in (_probe_comparison(g, "update_ratio") for g in compared) if c]
     if updates:
         caveat = f" Relative weight update per step (probes): {'; '.join(t for t, _ in updates)}; " + (
             "BN's updates are the smallest." if all(h for _, h in updates) else "BN's updates are not the smallest."
@@ -490,30 +496,70 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
     return _decide("C4", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
 
 
-def _probe_batch_holds_every_class(run, chance: float) -> bool:
-    """A probe-batch accuracy above chance means learning only where no class fills much more than its share of
-    the batch (a batch of one class is all right or all wrong by guessing that class). Runs that did not record
-    their probe batch (env.json's probe_batch) are not trusted with it."""
+def _probe_chance_bar(run, chance: float) -> float | None:
+    """The probe-batch accuracy above which a run has learned something: the batch's largest class share (what
+    guessing that class scores) plus PROBE_NOISE_SE binomial standard errors of a guess at chance on that many
+    images (about 6 points on 256). None where the batch is not trusted with it: not recorded in env.json's
+    probe_batch, or one class filling more than twice its share (a batch of one class is all right or all wrong
+    by guessing that class)."""
     counts = (run.env.get("probe_batch") or {}).get("class_counts")
-    return bool(counts) and max(counts) / sum(counts) <= 2 * chance
+    if not counts or max(counts) / sum(counts) > 2 * chance:
+        return None
+    images = sum(counts)
+    return max(counts) / images + PROBE_NOISE_SE * math.sqrt(chance * (1 - chance) / images)
+
+
+def epochs_at_chance(run, chance: float) -> int:
+    """Epochs the run's test accuracy sat at chance before it first left it; all of its epochs when it never did."""
+    return next(
+        (i for i, m in enumerate(run.metrics) if m["test_acc"] > chance + CHANCE_TOLERANCE),
+        len(run.metrics),
+    )
+
+
+def steps_at_chance(run, chance: float) -> int:
+    """Optimizer steps taken by the end of the run's last epoch at chance before it first left it: 0 when it left in
+    the first epoch, all of them when it never did."""
+    at = epochs_at_chance(run, chance)
+    return run.metrics[at - 1]["steps"] if at else 0
 
 
 def _left_chance(run, chance: float) -> str:
     """Where a run first left chance: the epoch (test accuracy) and, with probes on a batch of every class, the
-    step (probe-batch accuracy)."""
-    epoch = next((m["epoch"] for m in run.metrics if m["test_acc"] > chance + CHANCE_TOLERANCE), None)
-    probes = run.probes if _probe_batch_holds_every_class(run, chance) else []
-    step = next((p["step"] for p in probes if p.get("probe_acc", 0) > chance + CHANCE_TOLERANCE), None)
+    step (probe-batch accuracy above _probe_chance_bar)."""
+    at_chance = epochs_at_chance(run, chance)
+    epoch = run.metrics[at_chance]["epoch"] if at_chance < len(run.metrics) else None
+    bar = _probe_chance_bar(run, chance)
+    probes = run.probes if bar is not None else []
+    step = next((p["step"] for p in probes if p.get("probe_acc", 0) > bar), None)
     if epoch is None and step is None:
         return "never"
     return f"epoch {epoch or 'never'}" + (f" (step {step})" if step else "")
+
+
+def _updates_while(v: Variant, epochs: float) -> float | None:
+    """Mean relative weight update per step over the probes of the variant's first `epochs` epochs."""
+    ratios = [w["update_ratio"] for r in v.runs for p in r.probes if p["epoch"] <= epochs for w in p["weights"]]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def _times(a: float, b: float) -> str:
+    """a against b in words: "17x smaller" or "1.5x larger"."""
+    return f"{b / a:.2g}x smaller" if a < b else f"{a / b:.2g}x larger"
+
+
+def _in_notes_conditions(v: Variant) -> bool:
+    """C5's stated conditions: an LRN with k = 1 or 2 on normalized inputs."""
+    return v.norm == "lrn" and v.get("model.lrn.k") in (1, 2) and v.get("data.input_norm") is True
 
 
 def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "With input normalization, LRN's k = 1 or 2 destabilises training: accuracy stays at chance (10%)."
     thresholds = (
         f"a setting 'stays at chance' if, over >= {MIN_SEEDS_CHANCE} seeds, the 95% interval of its best epoch's test "
-        f"accuracy minus 1/classes lies below {100 * CHANCE_TOLERANCE:.0f} points"
+        f"accuracy minus 1/classes lies below {100 * CHANCE_TOLERANCE:.0f} points; it 'sits at chance longer' than its "
+        f"control if its steps at chance (to the end of its last epoch at chance before it first left it) exceed the "
+        f"control's by one epoch's steps or more, 95% Welch interval above 0"
     )
 
     def at_chance(v: Variant) -> tuple[Comparison, bool]:
@@ -541,7 +587,34 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             refuted,
         ), stays
 
+    # Controls: runs alike in all but the normalization, without an effective LRN. Where they stay at chance too,
+    # k is not what holds the LRN runs there, so that setting decides nothing.
+    controls: dict[tuple, list[tuple[Variant, bool]]] = {}  # an identity LRN and none may share their settings
+    for variants in studies.values():
+        for v in variants:
+            if v.norm == "none" and v.seeds() >= MIN_SEEDS_CHANCE:
+                controls.setdefault(_all_but_norm(v), []).append((v, at_chance(v)[1]))
+
+    def stall(v: Variant) -> tuple[Comparison, Variant] | None:
+        """How many more steps than its first control the setting sat at chance before it first left it. In steps,
+        not epochs: studies differ in epoch size; at least one epoch, the resolution of a per-epoch test."""
+        pairs = controls.get(_all_but_norm(v), [])
+        if not pairs:
+            return None
+        control = pairs[0][0]
+        chance = v.chance()
+        comparison = _compare(
+            f"{v.study}: {v.label} minus {control.label}, steps at chance",
+            [steps_at_chance(r, chance) for r in v.finished],
+            [steps_at_chance(r, chance) for r in control.finished],
+            v.finished[0].metrics[0]["steps"],
+            unit=" steps",
+        )
+        return comparison, control
+
     def evidence_row(v: Variant, is_note: bool, stays: bool) -> dict:
+        probes = probe_summary(v)
+        stalled = stall(v) if v.norm == "lrn" else None
         return {
             "study": v.study,
             "variant": v.label,
@@ -550,24 +623,41 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             "note's condition": is_note,
             "stays at chance": stays,
             "left chance": ", ".join(_left_chance(r, v.chance()) for r in v.finished),
+            "steps at chance minus control's [95% CI]": stalled[0].diff.text(digits=0) if stalled else "",
+            "gain": f"{probes['gain']:.2f}" if probes else "n/a",
+            "update per step": f"{probes['update_ratio']:.1e}" if probes else "n/a",
+            "filter similarity": f"{probes['filter_similarity']:.2f}" if probes else "n/a",
         }
 
-    # Controls: runs alike in all but the normalization, without an effective LRN. Where they stay at chance too,
-    # k is not what holds the LRN runs there, so that setting decides nothing.
-    controls: dict[tuple, list[tuple[Variant, bool]]] = {}  # an identity LRN and none may share their settings
-    for variants in studies.values():
-        for v in variants:
-            if v.norm == "none" and v.seeds() >= MIN_SEEDS_CHANCE:
-                controls.setdefault(_all_but_norm(v), []).append((v, at_chance(v)[1]))
-    comparisons, evidence, others, used = [], [], [], []
+    def stall_text(v: Variant, comparison: Comparison, control: Variant) -> str:
+        """How long the setting sat at chance against its control, and what the probes saw meanwhile."""
+        chance = v.chance()
+        epochs = [epochs_at_chance(r, chance) for r in v.finished]
+        text = (
+            f"{v.study}: {v.label} at chance for {', '.join(map(str, epochs))} of {len(v.finished[0].metrics)} "
+            f"epochs, against {', '.join(str(epochs_at_chance(r, chance)) for r in control.finished)} for "
+            f"{control.label}: {comparison.diff.text(unit=' steps', digits=0)}"
+        )
+        window = max(1.0, sum(epochs) / len(epochs))
+        mine, theirs, probes = _updates_while(v, window), _updates_while(control, window), probe_summary(v)
+        if mine and theirs and probes:
+            text += (
+                f"; over those epochs, a relative weight update per step of {mine:.1e} against the control's "
+                f"{theirs:.1e} ({_times(mine, theirs)}), behind LRN layers of gain {probes['gain']:.2f} each"
+            )
+        return text
+
+    comparisons, evidence, others, stalls, used = [], [], [], [], []
     for variants in studies.values():
         for v in variants:
             if v.norm != "lrn" or v.seeds() < MIN_SEEDS_CHANCE:
                 continue  # an identity LRN counts as none: a control, not an LRN setting
             comparison, stays = at_chance(v)
-            is_note = v.get("model.lrn.k") in (1, 2) and v.get("data.input_norm") is True
+            is_note = _in_notes_conditions(v)
             evidence.append(evidence_row(v, is_note, stays))
             used.append(v)
+            if (stalled := stall(v)) and stalled[0].holds and not stays:
+                stalls.append((is_note, stall_text(v, *stalled)))
             if not is_note:
                 others.append((v, stays))
                 continue
@@ -591,12 +681,25 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             [],
             evidence,
         )
+    # The comparison nearest to chance first: the one the summary quotes when none holds.
+    comparisons.sort(key=lambda c: c.diff.estimate)
     studied = {v.study for v in used}
     for control, stuck_too in (pair for pairs in controls.values() for pair in pairs):
         if control.study in studied:
             evidence.append(evidence_row(control, False, stuck_too))
             used.append(control)
     collapsed = [c for c in comparisons if c.holds]
+    left_by = ""
+    note_runs = {}  # study -> epoch by which every run under the note's conditions left chance
+    for v in used:
+        if _in_notes_conditions(v):
+            for r in v.finished:
+                at = epochs_at_chance(r, v.chance())
+                note_runs[v.study] = max(note_runs.get(v.study, 0), at + 1 if at < len(r.metrics) else math.inf)
+    if note_runs and all(e < math.inf for e in note_runs.values()):
+        left_by = (
+            " Every such run left chance, by epoch " + ", ".join(f"{e} in {s}" for s, e in note_runs.items()) + "."
+        )
 
     def with_controls(v: Variant) -> str:
         """A setting outside the note's conditions at chance, and whether its controls learned: raw inputs alone
@@ -607,17 +710,19 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
 
     elsewhere = [with_controls(v) for v, stays in others if stays]
     extra = f" Outside the note's conditions, these stayed at chance too: {'; '.join(elsewhere)}." if elsewhere else ""
-    summaries = {v.label: summary for v in used if (summary := probe_summary(v))}
-    if summaries:
+    note_stalls = [text for is_note, text in stalls if is_note]
+    other_stalls = [text for is_note, text in stalls if not is_note]
+    if note_stalls:
         extra += (
-            " Probes (mean over the run), per variant: the normalized layers' gain (output/input std; an LRN with "
-            "alpha x window sum this small scales by k^-0.75), relative weight update per step and conv1 filter "
-            "similarity at the end (mean |cos|): "
-            + "; ".join(
-                f"{label} {p['gain']:.2f}, {p['update_ratio']:.1e}, {p['filter_similarity']:.2f}"
-                for label, p in summaries.items()
-            )
-            + "."
+            f" Under the note's conditions, these sat at chance longer than their control: {'; '.join(note_stalls)}."
+        )
+    if other_stalls:
+        extra += f" Outside them, these sat at chance longer than their control: {'; '.join(other_stalls)}."
+    if any(probe_summary(v) for v in used):
+        extra += (
+            " The evidence table gives each variant's probes (mean over the run): its normalized layers' gain "
+            "(output/input std; an LRN whose alpha x window sum is this small scales by k^-0.75, 0.59 at k = 2), "
+            "relative weight update per step and conv1 filter similarity at the end (mean |cos|)."
         )
     else:
         extra += " Gains, update sizes and filter similarity are not measured by these runs (enable probes)."
@@ -627,7 +732,7 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
         + "; ".join(c.what.removeprefix(f"{c.study}: ").rsplit(", best test accuracy", 1)[0] for c in collapsed)
         + ".",
         NOT_REPRODUCED: "No setting with k in {1, 2} and normalized inputs stayed at chance: the note's stated "
-        "conditions alone do not produce it.",
+        "conditions alone do not produce it." + left_by,
     }
     return _decide("C5", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
 

@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lrnbn.claims import Verdict, all_claims
+from lrnbn.claims import Verdict, all_claims, epochs_at_chance
 from lrnbn.errors import UserError
 from lrnbn.keys import is_norm_key
 from lrnbn.results import Variant, group, mean_std, probe_summary, quartiles, short_names, to_target, varying_keys
@@ -225,8 +225,9 @@ MAX_PANELS = 4  # a third swept key with at most this many values gets a panel p
 
 @dataclass
 class HeatMap:
-    """Mean final test accuracy (%) per cell: maps[panel][row][col]. LRN's settings make the rows; the controls of a
-    study (no normalization, BN) get a row each, named by their normalization, so the map shows what k costs."""
+    """Mean final test accuracy (%) and mean epochs at chance per cell: maps[panel][row][col]. LRN's settings make
+    the rows; the controls of a study (no normalization, BN) get a row each, named by their normalization, so the map
+    shows what k costs."""
 
     row_key: str
     col_key: str
@@ -235,6 +236,7 @@ class HeatMap:
     cols: list
     panels: list
     maps: list[list[list[float]]]
+    epochs_at_chance: list[list[list[float]]]  # mean epochs before test accuracy first left chance, same layout
     averaged: list[str]  # swept keys the map averages over
 
 
@@ -261,21 +263,28 @@ def heatmap(variants: list[Variant]) -> HeatMap | None:
     def row_of(v: Variant):
         return v.norm if v.norm != "lrn" else v.get(row_key)
 
-    def cell(panel, r, c) -> float:
-        accs = [
-            a
+    def cell(panel, r, c, measure) -> float:
+        values = [
+            x
             for v in variants + controls
             if row_of(v) == r and v.get(col_key) == c and (panel_key is None or v.get(panel_key) == panel)
-            for a in v.final_accs()
+            for x in measure(v)
         ]
-        return 100 * sum(accs) / len(accs) if accs else math.nan
+        return sum(values) / len(values) if values else math.nan
 
-    maps = [[[cell(p, r, c) for c in cols] for r in rows] for p in panels]
+    def accuracy(v: Variant) -> list[float]:
+        return [100 * a for a in v.final_accs()]
+
+    def at_chance(v: Variant) -> list[float]:
+        return [epochs_at_chance(r, v.chance()) for r in v.finished]
+
+    maps = [[[cell(p, r, c, accuracy) for c in cols] for r in rows] for p in panels]
+    stalls = [[[cell(p, r, c, at_chance) for c in cols] for r in rows] for p in panels]
     shown = [x for m in maps for row in m for x in row if not math.isnan(x)]
     if not shown or max(shown) - min(shown) < 1:
         return None
     averaged = [k for k in keys[2:] if k != panel_key]
-    return HeatMap(row_key, col_key, panel_key, rows, cols, panels, maps, averaged)
+    return HeatMap(row_key, col_key, panel_key, rows, cols, panels, maps, stalls, averaged)
 
 
 def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
@@ -286,15 +295,16 @@ def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
     fig, axes = _figure(
         len(t.panels), figsize=(len(t.panels) * (1.3 * len(t.cols) + 1.5) + 1.5, 0.6 * len(t.rows) + 2.5)
     )
-    for ax, panel, values in zip(axes, t.panels, t.maps):
+    for ax, panel, values, stalls in zip(axes, t.panels, t.maps, t.epochs_at_chance):
         image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
         for i, row in enumerate(values):
             for j, value in enumerate(row):
                 empty = math.isnan(value)  # no run at this cell: the background shows through
+                stalled = f"\n{stalls[i][j]:.1f} epochs at chance" if not empty and stalls[i][j] >= 0.5 else ""
                 ax.text(
                     j,
                     i,
-                    "-" if empty else f"{value:.1f}",
+                    "-" if empty else f"{value:.1f}{stalled}",
                     ha="center",
                     va="center",
                     color="k" if empty else "w",
@@ -306,7 +316,7 @@ def plot_heatmap(study: str, variants: list[Variant], out: Path) -> Path | None:
         if t.panel_key:
             ax.set_title(f"{names[t.panel_key]} = {panel}", fontsize=8)
     fig.colorbar(image, ax=list(axes), label="test accuracy (%)")
-    title = f"{study}: final test accuracy (%), mean over seeds" + (
+    title = f"{study}: final test accuracy (%) and epochs before it left chance, mean over seeds" + (
         f" and {', '.join(short_names(t.averaged).values())}" if t.averaged else ""
     )
     return _save(fig, axes[-1], title, variants, out / f"{study}-heatmap.png", grid=False)
@@ -514,7 +524,8 @@ def summary_rows(verdicts: list[Verdict], studies: dict[str, list[Variant]]) -> 
     rows = []
     for v in verdicts:
         key = v.key_comparison
-        used = sorted({Path(run).parent.name for run in v.runs})
+        # The horizon of the studies the verdict's comparisons come from (others may sit in its evidence tables).
+        used = sorted({c.study for c in v.comparisons} or {Path(run).parent.name for run in v.runs})
         rows.append(
             {
                 "claim": v.claim,

@@ -186,7 +186,8 @@ def test_the_k_map_gives_each_control_a_row_beside_lrns_settings(tmp_path):
             if k is not None:
                 settings["model.lrn.k"] = k
             name = f"{norm}{k or ''}-{'norm' if input_norm else 'raw'},{seed}"
-            make_run(tmp_path, "kc", name, settings, [0.2, final + 0.01 * seed])
+            first = 0.1 if k == 2 else 0.2  # k = 2 starts at chance: one epoch there, or both where it stays
+            make_run(tmp_path, "kc", name, settings, [first, final + 0.01 * seed])
     (variants,) = group(find_runs([tmp_path]).runs).values()
     table = heatmap(variants)
     assert (table.row_key, table.col_key) == ("model.lrn.k", "data.input_norm")
@@ -195,3 +196,8 @@ def test_the_k_map_gives_each_control_a_row_beside_lrns_settings(tmp_path):
     assert cells[(2.0, False)] == pytest.approx(10.5) and cells[(2.0, True)] == pytest.approx(50.5)
     assert cells[("none", False)] == pytest.approx(45.5) and cells[("bn", True)] == pytest.approx(70.5)
     assert math.isnan(cells[("bn", False)]) and math.isnan(cells[(1.0, False)])  # no such run: an empty cell
+    stalls = {
+        (r, c): value for r, row in zip(table.rows, table.epochs_at_chance[0]) for c, value in zip(table.cols, row)
+    }
+    assert stalls[(2.0, False)] == 2 and stalls[(2.0, True)] == 1 and stalls[(1.0, True)] == 0
+    assert stalls[("none", False)] == 0 and math.isnan(stalls[("bn", False)])
