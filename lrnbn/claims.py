@@ -357,7 +357,8 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
             elif min(final_train_acc(bn[0]), final_train_acc(v)) < FIT_ACC:
                 underfit.append(v.label)  # the gap shows how far training has come, not regularization
             else:
-                compared += [] if group in compared else [group]
+                if group not in compared:
+                    compared.append(group)
                 comparisons.append(
                     _compare(
                         f"{v.study}: {v.label} minus {bn[0].label}, train-test gap",
