@@ -538,12 +538,6 @@ def _left_chance(run, chance: float) -> str:
     return f"epoch {epoch or 'never'}" + (f" (step {step})" if step else "")
 
 
-def _updates_while(v: Variant, epochs: float) -> float | None:
-    """Mean relative weight update per step over the probes of the variant's first `epochs` epochs."""
-    ratios = [w["update_ratio"] for r in v.runs for p in r.probes if p["epoch"] <= epochs for w in p["weights"]]
-    return sum(ratios) / len(ratios) if ratios else None
-
-
 def _times(a: float, b: float) -> str:
     """a against b in words: "17x smaller" or "1.5x larger"."""
     return f"{b / a:.2g}x smaller" if a < b else f"{a / b:.2g}x larger"
@@ -613,9 +607,8 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
         )
         return comparison, control
 
-    def evidence_row(v: Variant, is_note: bool, stays: bool) -> dict:
+    def evidence_row(v: Variant, is_note: bool, stays: bool, stalled: tuple | None = None) -> dict:
         probes = probe_summary(v)
-        stalled = stall(v) if v.norm == "lrn" else None
         return {
             "study": v.study,
             "variant": v.label,
@@ -640,11 +633,12 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             f"{control.label}: {comparison.diff.text(unit=' steps', digits=0)}"
         )
         window = max(1.0, sum(epochs) / len(epochs))
-        mine, theirs, probes = _updates_while(v, window), _updates_while(control, window), probe_summary(v)
-        if mine and theirs and probes:
+        mine, theirs = probe_summary(v, window), probe_summary(control, window)
+        if mine and theirs:
             text += (
-                f"; over those epochs, a relative weight update per step of {mine:.1e} against the control's "
-                f"{theirs:.1e} ({_times(mine, theirs)}), behind LRN layers of gain {probes['gain']:.2f} each"
+                f"; over those epochs, a relative weight update per step of {mine['update_ratio']:.1e} against the "
+                f"control's {theirs['update_ratio']:.1e} ({_times(mine['update_ratio'], theirs['update_ratio'])}), "
+                f"behind LRN layers of gain {mine['gain']:.2f} each"
             )
         return text
 
@@ -655,9 +649,10 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
                 continue  # an identity LRN counts as none: a control, not an LRN setting
             comparison, stays = at_chance(v)
             is_note = _in_notes_conditions(v)
-            evidence.append(evidence_row(v, is_note, stays))
+            stalled = stall(v)
+            evidence.append(evidence_row(v, is_note, stays, stalled))
             used.append(v)
-            if (stalled := stall(v)) and stalled[0].holds and not stays:
+            if stalled and stalled[0].holds and not stays:
                 stalls.append((is_note, stall_text(v, *stalled)))
             if not is_note:
                 others.append((v, stays))

@@ -138,12 +138,14 @@ def to_target(run: LoadedRun, target: float) -> tuple[int | None, float | None]:
     return None, None
 
 
-def probe_summary(variant: Variant) -> dict | None:
-    """Means over the variant's probed runs: the normalized layers' gain (output std / input std; an LRN with small
-    alpha x window sum scales by k^-beta), their input and output drift per probe interval, relative weight update
-    per step, and conv1 filter similarity at the end. None without probes."""
-    runs = [r for r in variant.runs if r.probes]
-    if not runs:
+def probe_summary(variant: Variant, until_epoch: float = math.inf) -> dict | None:
+    """Means over the variant's probed runs, from their probes of epochs up to `until_epoch`: the normalized layers'
+    gain (output std / input std; an LRN with small alpha x window sum scales by k^-beta), their input and output
+    drift per probe interval, relative weight update per step, and conv1 filter similarity at the last of those
+    probes. None without such probes."""
+    # A record without its epoch counts only when no bound is asked for.
+    probed = [ps for r in variant.runs if (ps := [p for p in r.probes if p.get("epoch", math.inf) <= until_epoch])]
+    if not probed:
         return None
 
     def mean(values):
@@ -152,16 +154,16 @@ def probe_summary(variant: Variant) -> dict | None:
     def drifts(side):
         return [
             layer[f"{side}_drift"]
-            for r in runs
-            for p in r.probes
+            for probes in probed
+            for p in probes
             for layer in p["layers"]
             if layer[f"{side}_drift"] is not None
         ]
 
     gains = [
         layer["output_std"] / layer["input_std"]
-        for r in runs
-        for p in r.probes
+        for probes in probed
+        for p in probes
         for layer in p["layers"]
         if layer.get("input_std") and layer.get("output_std") is not None
     ]
@@ -169,6 +171,6 @@ def probe_summary(variant: Variant) -> dict | None:
         "gain": mean(gains),
         "input_drift": mean(drifts("input")),
         "output_drift": mean(drifts("output")),
-        "update_ratio": mean([w["update_ratio"] for r in runs for p in r.probes for w in p["weights"]]),
-        "filter_similarity": mean([r.probes[-1]["filter_similarity"] for r in runs]),
+        "update_ratio": mean([w["update_ratio"] for probes in probed for p in probes for w in p["weights"]]),
+        "filter_similarity": mean([probes[-1]["filter_similarity"] for probes in probed]),
     }
