@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lrnbn.errors import UserError
+from lrnbn.initialisation import INITS
 from lrnbn.keys import differing_keys as _differing_flat
 from lrnbn.keys import flatten, lookup
 from lrnbn.lrn import CONVENTIONS, IMPLS, REGIONS, LRNParameterError, canonical
@@ -65,7 +66,13 @@ class DataConfig(_Section):
     root: str = Field("data", description="Folder holding the dataset files (relative to the working directory).")
     download: bool = Field(False, description="Download CIFAR-10 through torchvision when its files are absent.")
     input_norm: bool = Field(
-        True, description="Normalise inputs with the train split's per-channel mean/std (else scale to [0, 1])."
+        True, description="Standardise inputs, as input_norm_per says (else scale them to [0, 1])."
+    )
+    input_norm_per: Literal["channel", "image"] = Field(
+        "channel",
+        description="With input_norm: channel: the train split's per-channel mean and std; image: each image by its "
+        "own mean and std over all its pixels and channels, in [0, 1] units, the std floored at 1/sqrt(pixels x "
+        "channels) (TensorFlow's per_image_standardization, as the note's author fed his nets).",
     )
     pixel_units: bool = Field(
         False,
@@ -149,8 +156,11 @@ class ModelConfig(_Section):
     norm_position: Literal["after_relu", "before_relu"] = Field(
         "after_relu", description="Where each norm sits: after its ReLU (AlexNet's LRN) or before it (the BN paper's)."
     )
-    norm_after_every_conv: bool = Field(
-        False, description="Put the normalisation after every conv layer, not only at the LRN positions."
+    norm_at: Literal["lrn", "every"] | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = Field(
+        "lrn",
+        description="Which conv layers (1-based, ascending) a norm follows: lrn: the architecture's LRN positions "
+        "(alexnet: conv1, conv2; cifar-full: its first two stages); every: every conv layer; or a list, e.g. "
+        "[1, 2, 5] as the note's author placed LRN.",
     )
     dropout: float = Field(
         0.5, ge=0, lt=1, description="Dropout probability before the fully connected layers (alexnet)."
@@ -160,12 +170,46 @@ class ModelConfig(_Section):
         description="Under torchrun: batch-norm statistics over the whole global batch (SyncBatchNorm; CUDA "
         "only) instead of each process's slice. No effect in one process or without BN.",
     )
+    init: Literal[tuple(INITS)] = Field("pytorch", description="Initial weights and biases. " + _choices_help(INITS))
     init_std: Annotated[list[Annotated[float, Field(gt=0)]], Field(max_length=64)] | None = Field(
         None,
-        description="Gaussian initial weights with these standard deviations, one per conv/linear layer in model "
-        "order, biases zero (Caffe's gaussian filler); null = PyTorch's default initialisation.",
+        description="init gaussian and alexnet-paper: the weights' standard deviation, one per conv/linear layer in "
+        "model order. A file that gives init_std without init means init gaussian (configs written before init).",
+    )
+    init_bias: Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(max_length=64)] | None = Field(
+        None,
+        description="init gaussian and alexnet-paper: the bias constant of each conv/linear layer in model order; "
+        "null = the init's own (gaussian: 0; alexnet-paper: the paper's 0/1 pattern).",
     )
     lrn: LRNConfig = Field(default_factory=LRNConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_older_keys(cls, data):
+        """Configs saved before model.init and model.norm_at: init_std alone meant Caffe's gaussian filler, and
+        norm_after_every_conv: true meant norm_at: every."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("init_std") is not None and "init" not in data:
+            data["init"] = "gaussian"
+        if "norm_after_every_conv" in data and isinstance(data["norm_after_every_conv"], bool):
+            every = data.pop("norm_after_every_conv")
+            if every and data.setdefault("norm_at", "every") != "every":
+                raise ValueError("norm_after_every_conv: true disagrees with norm_at; give norm_at alone")
+        return data
+
+    @model_validator(mode="after")
+    def _init_keys_used(self):
+        if self.init == "gaussian" and self.init_std is None:
+            raise ValueError("init gaussian needs init_std, one standard deviation per conv/linear layer")
+        if self.init in ("pytorch", "glorot-uniform"):
+            for key in ("init_std", "init_bias"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} is not used by init {self.init}; set init to gaussian or alexnet-paper")
+        if isinstance(self.norm_at, list) and self.norm_at != sorted(set(self.norm_at)):
+            raise ValueError(f"norm_at: expected strictly ascending conv layers, got {self.norm_at}")
+        return self
 
 
 class TrainConfig(_Section):
@@ -406,6 +450,11 @@ def _check_combinations(config: Config) -> None:
             raise ConfigError(
                 f"model.lrn.depth_radius: only the tensorflow convention has it; use size with {lrn.convention}"
             )
+    data = config.data
+    if data.input_norm_per == "image" and not data.input_norm:
+        raise ConfigError("data.input_norm_per: image standardises inputs, which needs data.input_norm: true")
+    if data.input_norm_per == "image" and data.pixel_units:
+        raise ConfigError("data.pixel_units: keeps the per-channel mean's pixel units; not with input_norm_per: image")
     train = config.train
     if train.schedule == "multistep" and not train.milestones:
         raise ConfigError("train.milestones: the multistep schedule needs its milestones (optimizer steps)")

@@ -473,8 +473,10 @@ class DeviceSplit:
         mean: list[float],
         std: list[float],
         memory_format: torch.memory_format = torch.contiguous_format,
+        per_image: bool = False,
     ):
         self.images = split.images.to(device)
+        self.per_image = per_image
         self.labels = split.labels.to(device)
         self.device = device
         self.memory_format = memory_format
@@ -524,7 +526,10 @@ class DeviceSplit:
             yield self._normalise(self.images[start:end]), self.labels[start:end]
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() * self.scale + self.shift).contiguous(memory_format=self.memory_format)
+        x = images.float() * self.scale + self.shift
+        if self.per_image:
+            x = per_image_standardization(x)
+        return x.contiguous(memory_format=self.memory_format)
 
     def _augmentation_draws(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         offsets = torch.randint(0, 2 * self.PAD + 1, (2, n), generator=generator)
@@ -541,6 +546,13 @@ class DeviceSplit:
         batch = torch.arange(n, device=self.device)[:, None, None, None]
         channel = torch.arange(c, device=self.device)[None, :, None, None]
         return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def per_image_standardization(x: torch.Tensor) -> torch.Tensor:
+    """TensorFlow's per_image_standardization of a batch: each image minus its mean over pixels and channels, over
+    its std, floored at 1/sqrt(values) so that a flat image does not divide by zero."""
+    var, mean = torch.var_mean(x, dim=(1, 2, 3), keepdim=True, unbiased=False)
+    return (x - mean) / var.sqrt().clamp_min(x[0].numel() ** -0.5)
 
 
 def input_stats(train: Split, input_norm: bool, pixel_units: bool = False) -> tuple[list[float], list[float]]:

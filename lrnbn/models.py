@@ -1,8 +1,8 @@
 """The networks: an AlexNet-style CNN for 32x32 inputs and Caffe's cifar10_full, with one norm factory.
 
-`model.norm` puts one of lrnbn.norms.NORMS at the positions where the architecture had LRN; `norm_after_every_conv`
-adds it after the remaining conv layers too. Norm layers sit after the ReLU (AlexNet's order), so that the three
-variants differ in that one layer and nothing else.
+`model.norm` puts one of lrnbn.norms.NORMS after the conv layers that `model.norm_at` names: where the architecture
+had LRN, after every conv layer, or after a chosen few (the note's author: conv1, conv2, conv5). Norm layers sit
+after the ReLU by default (AlexNet's order), so that the variants differ in that one layer and nothing else.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from lrnbn.errors import UserError
 from lrnbn.norms import make_norm, norm_parameter_count
 
 if TYPE_CHECKING:
@@ -28,6 +29,18 @@ def _relu_and_norm(cfg: ModelConfig, channels: int, norm: bool) -> list[nn.Modul
     return [nn.ReLU(inplace=True), make_norm(cfg, channels)]
 
 
+def norm_positions(cfg: ModelConfig, conv_layers: int, lrn_at: tuple[int, ...]) -> set[int]:
+    """The 1-based conv layers that a norm follows (model.norm_at), checked against the architecture's count."""
+    if cfg.norm_at == "lrn":
+        return set(lrn_at)
+    if cfg.norm_at == "every":
+        return set(range(1, conv_layers + 1))
+    beyond = [i for i in cfg.norm_at if i > conv_layers]
+    if beyond:
+        raise UserError(f"model.norm_at: {cfg.arch} has conv layers 1 to {conv_layers}, got {beyond[0]}")
+    return set(cfg.norm_at)
+
+
 def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
@@ -40,7 +53,7 @@ def alexnet(cfg: ModelConfig, num_classes: int) -> nn.Module:
     Norm after the ReLU of conv1 and conv2, before their pools, as in the original."""
     c1, c2, c3, c4, c5 = (_scaled(c, cfg.width) for c in (64, 192, 384, 256, 256))
     hidden = _scaled(1024, cfg.width)
-    every = cfg.norm_after_every_conv
+    at = norm_positions(cfg, conv_layers=5, lrn_at=(1, 2))
 
     def block(cin, cout, kernel, norm, pool):
         layers = [nn.Conv2d(cin, cout, kernel, padding=kernel // 2), *_relu_and_norm(cfg, cout, norm)]
@@ -48,11 +61,11 @@ def alexnet(cfg: ModelConfig, num_classes: int) -> nn.Module:
         return layers
 
     features = nn.Sequential(
-        *block(3, c1, 5, norm=True, pool=True),
-        *block(c1, c2, 5, norm=True, pool=True),
-        *block(c2, c3, 3, norm=every, pool=False),
-        *block(c3, c4, 3, norm=every, pool=False),
-        *block(c4, c5, 3, norm=every, pool=True),
+        *block(3, c1, 5, norm=1 in at, pool=True),
+        *block(c1, c2, 5, norm=2 in at, pool=True),
+        *block(c2, c3, 3, norm=3 in at, pool=False),
+        *block(c3, c4, 3, norm=4 in at, pool=False),
+        *block(c4, c5, 3, norm=5 in at, pool=True),
         nn.AdaptiveAvgPool2d(4),  # identity for 32x32 inputs; lets other image sizes through
     )
     classifier = nn.Sequential(
@@ -75,44 +88,23 @@ def cifar_full(cfg: ModelConfig, num_classes: int) -> nn.Module:
     pool 3x3/2 (max, then average; Caffe rounds pool output sizes up), norm after the first two pooling
     stages, one linear layer. Caffe's order is conv-pool-relu-norm for the first stage, conv-relu-pool-norm after."""
     c1, c2, c3 = (_scaled(c, cfg.width) for c in (32, 32, 64))
-    every = cfg.norm_after_every_conv
-    if cfg.norm_position == "before_relu":  # each norm moves to just before its stage's ReLU
-        stages = [
-            [nn.Conv2d(3, c1, 5, padding=2), nn.MaxPool2d(3, stride=2, ceil_mode=True), *_relu_and_norm(cfg, c1, True)],
-            [
-                nn.Conv2d(c1, c2, 5, padding=2),
-                *_relu_and_norm(cfg, c2, True),
-                nn.AvgPool2d(3, stride=2, ceil_mode=True),
-            ],
-            [
-                nn.Conv2d(c2, c3, 5, padding=2),
-                *_relu_and_norm(cfg, c3, every),
-                nn.AvgPool2d(3, stride=2, ceil_mode=True),
-            ],
-        ]
-    else:
-        stages = [
-            [
-                nn.Conv2d(3, c1, 5, padding=2),
-                nn.MaxPool2d(3, stride=2, ceil_mode=True),
-                nn.ReLU(inplace=True),
-                make_norm(cfg, c1),
-            ],
-            [
-                nn.Conv2d(c1, c2, 5, padding=2),
-                nn.ReLU(inplace=True),
-                nn.AvgPool2d(3, stride=2, ceil_mode=True),
-                make_norm(cfg, c2),
-            ],
-            [
-                nn.Conv2d(c2, c3, 5, padding=2),
-                nn.ReLU(inplace=True),
-                nn.AvgPool2d(3, stride=2, ceil_mode=True),
-                *([make_norm(cfg, c3)] if every else []),
-            ],
-        ]
+    at = norm_positions(cfg, conv_layers=3, lrn_at=(1, 2))
+
+    def stage(index, cin, cout, pool):
+        conv, norm = nn.Conv2d(cin, cout, 5, padding=2), index in at
+        if index == 1:  # Caffe pools conv1's output before its ReLU
+            return [conv, pool, *_relu_and_norm(cfg, cout, norm)]
+        if cfg.norm_position == "before_relu":
+            return [conv, *_relu_and_norm(cfg, cout, norm), pool]
+        return [conv, nn.ReLU(inplace=True), pool, *([make_norm(cfg, cout)] if norm else [])]
+
+    layers = [
+        *stage(1, 3, c1, nn.MaxPool2d(3, stride=2, ceil_mode=True)),
+        *stage(2, c1, c2, nn.AvgPool2d(3, stride=2, ceil_mode=True)),
+        *stage(3, c2, c3, nn.AvgPool2d(3, stride=2, ceil_mode=True)),
+    ]
     return nn.Sequential(
-        nn.Sequential(*(layer for stage in stages for layer in stage), nn.AdaptiveAvgPool2d(4)),
+        nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4)),
         nn.Sequential(nn.Flatten(), nn.Linear(c3 * 16, num_classes)),
     )
 

@@ -6,8 +6,11 @@ order, normalised, never augmented, the same at every probe point and in every r
   layer's input and output, and their drift since the previous probe point:
   drift = mean over channels of |mean_now - mean_before| / std_before (a shift measured in the old spread);
 - conv1 filter similarity: mean |cosine| between distinct conv1 filters, each flattened and mean-removed;
+- at each normalization position, the share of the layer's input values <= 0 and of its channels <= 0 throughout
+  the batch (behind a ReLU: the dead units and channels);
 - the accuracy on the probe batch (in eval mode): where a run leaves chance, to the probe interval rather than the
-  epoch;
+  epoch; and the logits' spread between images beside the spread of their class means (how much the output depends
+  on the input at all);
 - per weight tensor, the gradient norm and the relative update ||W_after - W_before|| / ||W_before|| of every step,
   averaged over the steps since the previous probe point.
 The probe forward runs in eval mode without gradients: it uses no random numbers and leaves BN's running
@@ -38,6 +41,24 @@ def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std over batch and space (one reduction, no copy of the activations)."""
     var, mean = torch.var_mean(x.detach().float(), dim=(0, 2, 3), unbiased=False)
     return mean.double(), var.sqrt().double()
+
+
+def zero_shares(x: torch.Tensor) -> dict:
+    """Of a norm slot's input: the share of values <= 0 and the share of channels <= 0 on every image and pixel of the
+    batch. Behind a ReLU (norm_position after_relu) these are the units and the channels the ReLU zeroed: dead ones."""
+    off = x.detach() <= 0
+    return {
+        "input_zero_share": float(off.float().mean()),
+        "dead_channel_share": float(off.all(dim=3).all(dim=2).all(dim=0).float().mean()),
+    }
+
+
+def logit_spreads(logits: torch.Tensor) -> dict:
+    """How much the logits depend on the image: their spread between images (std over the batch, averaged over
+    classes), beside the spread of the class means (std over classes of the batch mean). A net that answers every
+    image alike has the first near 0, whatever the second."""
+    var, mean = torch.var_mean(logits.detach().double(), dim=0, unbiased=False)
+    return {"logit_spread": float(var.sqrt().mean()), "logit_class_spread": float(mean.std(unbiased=False))}
 
 
 def drift(before: tuple[torch.Tensor, torch.Tensor], now: tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -104,6 +125,7 @@ class Probes:
         layers = []
         for position, (inputs, outputs) in enumerate(captured):
             record = {"position": position, "layer": type(self.slots[position].inner).__name__}
+            record |= zero_shares(inputs)
             for side, tensor in (("input", inputs), ("output", outputs)):
                 stats = channel_stats(tensor)
                 key = f"{position}.{side}"
@@ -128,6 +150,7 @@ class Probes:
             "epoch": epoch,
             "filter_similarity": filter_similarity(self.conv1.weight),
             "probe_acc": float((logits.argmax(1) == self.labels).float().mean()),
+            **logit_spreads(logits),
             "layers": layers,
             "weights": weights,
         }

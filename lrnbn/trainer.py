@@ -21,6 +21,7 @@ from lrnbn.config import Config, TrainConfig
 from lrnbn.data import Dataset, DeviceSplit, input_stats, load_dataset
 from lrnbn.distributed import World
 from lrnbn.errors import UserError
+from lrnbn.initialisation import initialise, weight_layers
 from lrnbn.machine import check_amp, training_device
 from lrnbn.models import build_model, count_parameters
 from lrnbn.probes import Probes
@@ -32,30 +33,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def weight_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The conv and linear layers in model order: what per-layer keys (init_std, decay_mult) count."""
-    return [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-
-
 def check_per_layer_keys(config: Config, model: torch.nn.Module) -> None:
     layers = len(weight_layers(model))
     for key, values in (
         ("model.init_std", config.model.init_std),
+        ("model.init_bias", config.model.init_bias),
         ("train.decay_mult", config.train.decay_mult),
         ("train.bias_decay_mult", config.train.bias_decay_mult),
     ):
         if values is not None and len(values) != layers:
             raise UserError(f"{key}: {config.model.arch} has {layers} conv/linear layers, got {len(values)} values")
-
-
-def initialise(model: torch.nn.Module, stds: list[float] | None) -> None:
-    """Caffe's gaussian filler: weights from N(0, std^2) per layer, biases zero; None leaves torch's default."""
-    if stds is None:
-        return
-    for layer, std in zip(weight_layers(model), stds):
-        torch.nn.init.normal_(layer.weight, 0.0, std)
-        if layer.bias is not None:
-            torch.nn.init.zeros_(layer.bias)
 
 
 def parameter_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -168,13 +155,14 @@ class Trainer:
             raise UserError(
                 f"train.batch_size: {config.train.batch_size} exceeds the {len(dataset.train)} training images"
             )
-        mean, std = input_stats(dataset.train, config.data.input_norm, config.data.pixel_units)
+        per_image = config.data.input_norm and config.data.input_norm_per == "image"  # scaled to [0, 1] first
+        mean, std = input_stats(dataset.train, config.data.input_norm and not per_image, config.data.pixel_units)
         memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
-        train_split = DeviceSplit(dataset.train, device, mean, std, memory_format)
+        train_split = DeviceSplit(dataset.train, device, mean, std, memory_format, per_image)
         seed_everything(seed)
         model = build_model(config.model, len(dataset.classes))
         check_per_layer_keys(config, model)
-        initialise(model, config.model.init_std)
+        initialise(model, config.model)
         train_module = model = model.to(device, memory_format=memory_format)
         if world.launched:
             if config.model.sync_bn:
@@ -203,7 +191,7 @@ class Trainer:
             mean,
             std,
             train_split,
-            DeviceSplit(dataset.test, device, mean, std, memory_format),
+            DeviceSplit(dataset.test, device, mean, std, memory_format, per_image),
             model,
             train_module,
             optimizer,
