@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lrnbn.errors import UserError
 from lrnbn.initialisation import INITS
@@ -156,7 +156,7 @@ class ModelConfig(_Section):
     norm_position: Literal["after_relu", "before_relu"] = Field(
         "after_relu", description="Where each norm sits: after its ReLU (AlexNet's LRN) or before it (the BN paper's)."
     )
-    norm_at: Literal["lrn", "every"] | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = Field(
+    norm_at: Literal["lrn", "every"] | Annotated[list[int], Field(min_length=1, max_length=64)] = Field(
         "lrn",
         description="Which conv layers (1-based, ascending) a norm follows: lrn: the architecture's LRN positions "
         "(alexnet: conv1, conv2; cifar-full: its first two stages); every: every conv layer; or a list, e.g. "
@@ -199,17 +199,12 @@ class ModelConfig(_Section):
                 raise ValueError("norm_after_every_conv: true disagrees with norm_at; give norm_at alone")
         return data
 
-    @model_validator(mode="after")
-    def _init_keys_used(self):
-        if self.init == "gaussian" and self.init_std is None:
-            raise ValueError("init gaussian needs init_std, one standard deviation per conv/linear layer")
-        if self.init in ("pytorch", "glorot-uniform"):
-            for key in ("init_std", "init_bias"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key} is not used by init {self.init}; set init to gaussian or alexnet-paper")
-        if isinstance(self.norm_at, list) and self.norm_at != sorted(set(self.norm_at)):
-            raise ValueError(f"norm_at: expected strictly ascending conv layers, got {self.norm_at}")
-        return self
+    @field_validator("norm_at", mode="before")
+    @classmethod
+    def _norm_at_names_layers(cls, value):
+        if isinstance(value, str) and value not in ("lrn", "every"):
+            raise ValueError("expected lrn, every or a list of conv layers, e.g. [1, 2, 5]")
+        return value
 
 
 class TrainConfig(_Section):
@@ -450,6 +445,16 @@ def _check_combinations(config: Config) -> None:
             raise ConfigError(
                 f"model.lrn.depth_radius: only the tensorflow convention has it; use size with {lrn.convention}"
             )
+    model = config.model
+    if model.init == "gaussian" and model.init_std is None:
+        raise ConfigError("model.init_std: init gaussian needs it, one standard deviation per conv/linear layer")
+    for key in ("init_std", "init_bias"):
+        if model.init in ("pytorch", "glorot-uniform") and getattr(model, key) is not None:
+            raise ConfigError(
+                f"model.{key}: not used by init {model.init}; set model.init to gaussian or alexnet-paper"
+            )
+    if isinstance(model.norm_at, list) and (model.norm_at != sorted(set(model.norm_at)) or model.norm_at[0] < 1):
+        raise ConfigError(f"model.norm_at: expected strictly ascending conv layers from 1, got {model.norm_at}")
     data = config.data
     if data.input_norm_per == "image" and not data.input_norm:
         raise ConfigError("data.input_norm_per: image standardises inputs, which needs data.input_norm: true")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lrnbn.config import validate
-from lrnbn.probes import channel_stats, drift, filter_similarity
+from lrnbn.probes import channel_stats, drift, filter_similarity, logit_spreads, zero_shares
 from lrnbn.results import group, probe_summary
 from lrnbn.rundir import PROBES_FILE, find_runs
 from lrnbn.train import resume_training, run_training
@@ -32,6 +32,26 @@ def test_a_layer_fed_a_fixed_distribution_shows_no_drift_and_a_shift_shows_as_it
     assert drift(stats, shifted) == pytest.approx(0.5)
 
 
+def test_zero_shares_count_dead_units_and_channels_that_are_dead_on_every_image():
+    x = torch.ones(4, 5, 3, 3)
+    x[:, 0] = 0  # channel 0 dead everywhere
+    x[:, 1, 0, 0] = -1.0  # channel 1 off at one pixel only
+    x[0, 2] = 0  # channel 2 off on one image only
+    shares = zero_shares(x)
+    assert shares["dead_channel_share"] == pytest.approx(1 / 5)
+    assert shares["input_zero_share"] == pytest.approx((4 * 9 + 4 + 9) / x.numel())
+
+
+def test_logit_spread_is_zero_for_a_net_that_answers_every_image_alike():
+    alike = torch.tensor([[1.0, -2.0, 3.0]]).repeat(8, 1)
+    assert logit_spreads(alike) == {
+        "logit_spread": 0.0,
+        "logit_class_spread": pytest.approx(torch.tensor([1.0, -2.0, 3.0]).std(unbiased=False).item()),
+    }
+    varied = torch.tensor([[0.0, 2.0], [2.0, 0.0]])  # per class: values 0 and 2, std 1; class means equal
+    assert logit_spreads(varied) == {"logit_spread": pytest.approx(1.0), "logit_class_spread": 0.0}
+
+
 def test_probes_do_not_change_the_trajectory_and_write_their_records(tmp_path):
     plain = run_training(validate(merged(TINY, {})), tmp_path / "a").run_dir
     probed = run_training(validate(merged(TINY, PROBED)), tmp_path / "b").run_dir
@@ -43,6 +63,9 @@ def test_probes_do_not_change_the_trajectory_and_write_their_records(tmp_path):
     assert [layer["layer"] for layer in first["layers"]] == ["BatchNorm2d", "BatchNorm2d"]
     assert first["layers"][0]["input_drift"] is None and second["layers"][0]["input_drift"] > 0
     assert 0 <= first["filter_similarity"] <= 1
+    assert first["logit_spread"] > 0 and first["logit_class_spread"] >= 0
+    # BN sits behind conv1's ReLU: about half its input is zero, and no channel of a fresh net is dead.
+    assert 0.2 < first["layers"][0]["input_zero_share"] < 0.8 and first["layers"][0]["dead_channel_share"] < 0.5
     assert {w["name"] for w in first["weights"]} >= {"0.0.weight"}
     assert all(w["grad_norm"] > 0 and 0 < w["update_ratio"] < 1 for w in first["weights"])
     assert (probed.path / "conv1-filters.png").stat().st_size > 500
