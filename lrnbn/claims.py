@@ -1,7 +1,8 @@
 """The note's claims C1-C5 as functions from runs on disk to verdicts with their evidence.
 
-Each claim first gathers its comparisons (a difference of means over seeds or repeats, with its 95% Welch interval,
-lrnbn/stats.py) and evidence rows, then decides with one ladder. Nothing is assumed: a verdict is computed from the
+Each claim first gathers its comparisons (a difference of means over seeds or repeats with its 95% Welch interval,
+or for C5 a share of runs with its exact interval: lrnbn/stats.py, lrnbn/chance.py) and evidence rows, then decides
+with one ladder. Nothing is assumed: a verdict is computed from the
 runs it is given, names the runs and thresholds it used, and is "inconclusive" (saying which runs are missing) when
 they are not there. The thresholds are constants here, described in docs/claims.md and printed in the report.
 """
@@ -9,11 +10,26 @@ they are not there. The thresholds are constants here, described in docs/claims.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
+from lrnbn.chance import (
+    BY_K,
+    CHANCE_TOLERANCE,
+    HORIZONS,
+    LEARN,
+    NOT_BY_K,
+    SPLIT,
+    STUCK,
+    Stall,
+    horizons,
+    left_chance,
+    mechanism,
+    stall_of,
+    stuck_share,
+)
 from lrnbn.keys import is_norm_key
 from lrnbn.results import Variant, mean_std, probe_summary, to_target
-from lrnbn.stats import Difference, shows, welch
+from lrnbn.stats import Difference, Share, shows, welch
 
 REPRODUCED, NOT_REPRODUCED, CONDITIONAL, INCONCLUSIVE = (
     "reproduced",
@@ -22,7 +38,6 @@ REPRODUCED, NOT_REPRODUCED, CONDITIONAL, INCONCLUSIVE = (
     "inconclusive",
 )
 
-CHANCE_TOLERANCE = 0.02  # "at chance": within 2 points of 1/classes; "learned": more than 2 points above it
 MIN_SEEDS_CHANCE = 3  # seeds a setting needs before C5 may say it stays at chance
 MIN_SEEDS = 2  # seeds per variant for the accuracy and convergence comparisons
 SENSITIVITY_MIN = 0.05  # C1: LRN's best setting at least 5 points of final accuracy above its worst
@@ -32,14 +47,17 @@ FIT_ACC = 0.95  # C3: a model "fits its training data" at this mean final train-
 # more about how far training has come than about regularization
 TIME_MARGIN = 0.05  # C4: LRN's epoch at least 5% of BN's time slower than BN's
 GROWTH = 1.10  # C4: the largest n at least 10% slower than the smallest, per implementation
-PROBE_NOISE_SE = 3  # C5: a probe-batch accuracy counts as learning only 3 binomial standard errors above a guess
 
 
 @dataclass
 class Comparison:
-    """One difference a verdict rests on, and whether it shows the claimed effect."""
+    """One figure a verdict rests on, and whether it shows the claimed effect: a difference of means (subject minus
+    baseline, Welch interval) or a share of runs (exact interval), of one measure in one study."""
 
-    what: str
+    study: str
+    subject: str  # the variant (or group) the claim is about
+    baseline: str  # what it is compared with; "" for a share or a difference against a fixed value
+    measure: str  # "epochs to 75.0%", "train-test gap", ...
     diff: Difference
     minimum: float
     holds: bool
@@ -48,17 +66,22 @@ class Comparison:
     unit: str = ""
     refuted: bool = False  # the interval excludes the claimed effect (not merely fails to show it)
     seeds_decide: bool = True  # more seeds could decide it; False where its runs cannot (e.g. a stuck control)
+    share: Share | None = None  # for a share of runs: the count behind the figure
 
     @property
-    def study(self) -> str:
-        """Every comparison's text starts with its study's name."""
-        return self.what.split(": ", 1)[0]
+    def what(self) -> str:
+        """The comparison in words, derived from its parts: "study: subject minus baseline, measure"."""
+        versus = f" minus {self.baseline}" if self.baseline else ""
+        return f"{self.study}: {self.subject}{versus}" + (f", {self.measure}" if self.measure else "")
+
+    def figure(self) -> str:
+        return self.share.text() if self.share else self.diff.text(self.scale, self.unit)
 
     def row(self) -> dict:
         return {
             "comparison": self.what,
-            "difference [95% CI]": self.diff.text(self.scale, self.unit),
-            "n": f"{self.diff.n_a} vs {self.diff.n_b}",
+            "figure [95% CI]": self.figure(),
+            "n": f"{self.diff.n_a} vs {self.diff.n_b}" if not self.share else f"{self.share.runs}",
             "minimum": f"{self.minimum * self.scale:.3g}{self.unit}",
             "shown": "yes" if self.holds else "refuted" if self.refuted else "undecided",
         }
@@ -89,12 +112,27 @@ def ladder(outcomes: list[bool]) -> str:
     return CONDITIONAL if any(outcomes) else NOT_REPRODUCED
 
 
-def _compare(what: str, a: list[float], b: list[float], minimum: float, scale: float = 1.0, unit: str = ""):
+def _compare(
+    study: str,
+    subject: str,
+    baseline: str,
+    measure: str,
+    a: list[float],
+    b: list[float],
+    minimum: float,
+    scale: float = 1.0,
+    unit: str = "",
+) -> Comparison:
     """mean(a) - mean(b), claimed to be positive and at least `minimum`."""
     diff = welch(a, b)
     holds, missing = shows(diff, minimum)
     refuted = diff.has_interval and diff.high < minimum
-    return Comparison(what, diff, minimum, holds, missing, scale, unit, refuted)
+    return Comparison(study, subject, baseline, measure, diff, minimum, holds, missing, scale, unit, refuted)
+
+
+def _inconclusive(claim: str, statement: str, thresholds: str, reason: str, evidence=(), runs=()) -> Verdict:
+    """A verdict the runs cannot give, and why (which runs are missing, or what they cannot tell)."""
+    return Verdict(claim, statement, INCONCLUSIVE, reason, thresholds, [], list(evidence), list(runs))
 
 
 def _decide(claim, statement, thresholds, comparisons, reasons: dict, evidence, runs, extra: str = "") -> Verdict:
@@ -102,16 +140,8 @@ def _decide(claim, statement, thresholds, comparisons, reasons: dict, evidence, 
         # The runs neither show the claim nor rule it out: say why, and whether more seeds could change that.
         missing = "; ".join(f"{c.what} ({c.missing})" for c in comparisons)
         advice = "; run more seeds" if any(c.seeds_decide for c in comparisons) else ""
-        return Verdict(
-            claim,
-            statement,
-            INCONCLUSIVE,
-            f"no comparison is decided: {missing}{advice}" + extra,
-            thresholds,
-            comparisons,
-            evidence,
-            runs,
-        )
+        reason = f"no comparison is decided: {missing}{advice}" + extra
+        return Verdict(claim, statement, INCONCLUSIVE, reason, thresholds, comparisons, evidence, runs)
     verdict = ladder([c.holds for c in comparisons])
     reason = reasons[verdict]
     unshown = [c for c in comparisons if not c.holds]
@@ -193,7 +223,10 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
         worst, best = ranked[0], ranked[-1]
         comparisons.append(
             _compare(
-                f"{study}: {best.label} minus {worst.label}",
+                study,
+                best.label,
+                worst.label,
+                "final test accuracy",
                 best.final_accs(),
                 worst.final_accs(),
                 SENSITIVITY_MIN,
@@ -215,12 +248,11 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
         )
         used += lrn + bn
     if not comparisons:
-        return Verdict(
+        return _inconclusive(
             "C1",
             statement,
-            INCONCLUSIVE,
-            "needs runs: a study with BN (learning above chance) and at least two LRN settings (k, alpha or n swept)",
             thresholds,
+            "needs runs: a study with BN (learning above chance) and at least two LRN settings (k, alpha or n swept)",
         )
     reasons = {
         REPRODUCED: "BN's normalization has trainable parameters and LRN's has none; final accuracy moves with LRN's "
@@ -254,7 +286,10 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         for v in lrn:
             comparisons.append(
                 _compare(
-                    f"{v.study}: {v.label} minus {bn[0].label}, epochs to {_pct(target)}",
+                    v.study,
+                    v.label,
+                    bn[0].label,
+                    f"epochs to {_pct(target)}",
                     epochs(v),
                     epochs(bn[0]),
                     EPOCHS_MIN,
@@ -276,21 +311,19 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
             )
         compared.append(group)
     if not comparisons and unreached:
-        return Verdict(
+        return _inconclusive(
             "C2",
             statement,
-            INCONCLUSIVE,
-            f"neither BN nor LRN reached {_pct(target)} in {', '.join(unreached)}: lower --target or train longer",
             thresholds,
+            f"neither BN nor LRN reached {_pct(target)} in {', '.join(unreached)}: lower --target or train longer",
         )
     if not comparisons:
-        return Verdict(
+        return _inconclusive(
             "C2",
             statement,
-            INCONCLUSIVE,
-            f"needs runs: BN and LRN on the same schedule with "
-            f">= {MIN_SEEDS} seeds each, e.g. configs/notes/convergence-quick.yaml",
             thresholds,
+            f"needs runs: BN and LRN on the same schedule with >= {MIN_SEEDS} seeds each, e.g. "
+            "configs/notes/convergence-quick.yaml",
         )
     # The mechanism for the groups the verdict compared: elsewhere (a target out of reach, one seed) it explains
     # nothing.
@@ -361,7 +394,10 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
                     compared.append(group)
                 comparisons.append(
                     _compare(
-                        f"{v.study}: {v.label} minus {bn[0].label}, train-test gap",
+                        v.study,
+                        v.label,
+                        bn[0].label,
+                        "train-test gap",
                         v.gaps(),
                         bn[0].gaps(),
                         GAP_MARGIN,
@@ -371,38 +407,33 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
                 )
         used += group
     if not comparisons and underfit:
-        return Verdict(
+        return _inconclusive(
             "C3",
             statement,
-            INCONCLUSIVE,
+            thresholds,
             f"no LRN run fits its training data as BN does (mean final train accuracy >= {100 * FIT_ACC:.0f}% for "
             f"both; not so for {'; '.join(underfit)}), so the gap cannot show regularization: train longer on less "
             "data, e.g. configs/notes/regularization-standard.yaml",
-            thresholds,
-            [],
             evidence,
             _runs_of(used),
         )
     if not comparisons and stuck:
-        return Verdict(
+        return _inconclusive(
             "C3",
             statement,
-            INCONCLUSIVE,
-            f"the LRN runs ({'; '.join(stuck)}) stayed at chance, so there "
-            "is no train-test gap to compare with BN's: train longer",
             thresholds,
-            [],
+            f"the LRN runs ({'; '.join(stuck)}) stayed at chance, so there is no train-test gap to compare with "
+            "BN's: train longer",
             evidence,
             _runs_of(used),
         )
     if not comparisons:
-        return Verdict(
+        return _inconclusive(
             "C3",
             statement,
-            INCONCLUSIVE,
-            f"needs runs: BN (learning above chance) and LRN with "
-            f">= {MIN_SEEDS} seeds each, e.g. configs/notes/regularization-standard.yaml",
             thresholds,
+            f"needs runs: BN (learning above chance) and LRN with >= {MIN_SEEDS} seeds each, e.g. "
+            "configs/notes/regularization-standard.yaml",
         )
     updates = [c for c in (_probe_comparison(g, "update_ratio") for g in compared) if c]
     if updates:
@@ -450,7 +481,10 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
         for v in timed:
             comparisons.append(
                 _compare(
-                    f"{v.study}: {v.label} minus BN, epoch s",
+                    v.study,
+                    v.label,
+                    "BN",
+                    "epoch s",
                     v.epoch_times(),
                     bn_times,
                     TIME_MARGIN * bn_mean,
@@ -462,7 +496,10 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
             if len(by_size) >= 2:
                 small, large = by_size[min(by_size)], by_size[max(by_size)]
                 grows = _compare(
-                    f"{group[0].study}: impl {impl}, n {max(by_size)} minus n {min(by_size)}, epoch s",
+                    group[0].study,
+                    f"impl {impl}, n {max(by_size)}",
+                    f"n {min(by_size)}",
+                    "epoch s",
                     large.epoch_times(),
                     small.epoch_times(),
                     (GROWTH - 1) * mean_std(small.epoch_times())[0],
@@ -472,15 +509,14 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
                 growth.setdefault(impl, []).append(grows.holds)
         used += group
     if not comparisons:
-        return Verdict(
+        return _inconclusive(
             "C4",
             statement,
-            INCONCLUSIVE,
-            "needs runs: BN and LRN timed in one study, e.g. configs/notes/timing-quick.yaml",
             thresholds,
+            "needs runs: BN and LRN timed in one study, e.g. configs/notes/timing-quick.yaml",
         )
     grows = {impl: all(flags) for impl, flags in growth.items()}
-    costlier = [c.holds for c in comparisons if "minus BN" in c.what]
+    costlier = [c.holds for c in comparisons if c.baseline == "BN"]
     extra = f" LRN cost measurably more than BN in {sum(costlier)}/{len(costlier)} LRN variants."
     extra += "".join(f" With impl {i}, epoch time {'grew' if g else 'did not grow'} with n." for i, g in grows.items())
     if grows and any(grows.values()) and not all(grows.values()):
@@ -497,238 +533,141 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
     return _decide("C4", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
 
 
-def _probe_chance_bar(run, chance: float) -> float | None:
-    """The probe-batch accuracy above which a run has learned something: the batch's largest class share (what
-    guessing that class scores) plus PROBE_NOISE_SE binomial standard errors of a guess at chance on that many
-    images (about 6 points on 256). None where the batch is not trusted with it: not recorded in env.json's
-    probe_batch, or one class filling more than twice its share (a batch of one class is all right or all wrong
-    by guessing that class)."""
-    counts = (run.env.get("probe_batch") or {}).get("class_counts")
-    if not counts or max(counts) / sum(counts) > 2 * chance:
-        return None
-    images = sum(counts)
-    return max(counts) / images + PROBE_NOISE_SE * math.sqrt(chance * (1 - chance) / images)
+def _in_notes_conditions(v: Variant) -> bool:
+    """C5's stated conditions: an LRN with k = 1 or 2 on normalized inputs (per channel or per image)."""
+    return v.norm == "lrn" and v.get("model.lrn.k") in (1, 2) and v.get("data.input_norm") is True
 
 
-def epochs_at_chance(run, chance: float) -> int:
-    """Epochs the run's test accuracy sat at chance before it first left it; all of its epochs when it never did."""
-    return next(
-        (i for i, m in enumerate(run.metrics) if m["test_acc"] > chance + CHANCE_TOLERANCE),
-        len(run.metrics),
+def _always(stall: Stall) -> Comparison:
+    """The note's "always" in one setting: k held every run at chance to its last epoch. Refuted where every run
+    left chance; undecided where the runs split (more seeds tell how often) or where the net is stuck without LRN
+    too, or has no control (more seeds of the same runs cannot tell what k does)."""
+    v, last = stall.setting, stall.last
+    s = stall.shares[last]
+    holds = stall.outcome == STUCK and stall.cause_kind == BY_K
+    missing = {
+        LEARN: "every run left chance",
+        SPLIT: f"{s.count} of {s.runs} runs stayed: sometimes, not always",
+        STUCK: "" if holds else stall.cause,
+    }[stall.outcome]
+    return Comparison(
+        v.study,
+        v.label,
+        "",
+        f"runs at chance through epoch {last}",
+        Difference(s.value, s.low, s.high, s.runs, 0),
+        1.0,
+        holds,
+        missing,
+        100,
+        "%",
+        refuted=stall.outcome == LEARN,
+        seeds_decide=stall.outcome == SPLIT or "split" in stall.cause,
+        share=s,
     )
 
 
-def steps_at_chance(run, chance: float) -> int:
-    """Optimizer steps taken by the end of the run's last epoch at chance before it first left it: 0 when it left in
-    the first epoch, all of them when it never did."""
-    at = epochs_at_chance(run, chance)
-    return run.metrics[at - 1]["steps"] if at else 0
+def _stall_text(stall: Stall) -> str:
+    """A setting that held runs at chance, in words: through which epoch every run stayed, how it ended, the cause
+    and what it was judged against, with what the probes saw over the first epoch beside the control's."""
+    v, at, last = stall.setting, stall.judged_at, stall.last
+    if stall.held:
+        text = f"{v.study}: {v.label}, every run at chance through epoch {at} ({stall.shares[at].text()})"
+        if stall.held < last:
+            text += f", {stall.shares[last].text()} through epoch {last}"
+    else:
+        text = f"{v.study}: {v.label}, {stall.shares[last].text()} runs at chance through epoch {last}"
+    text += f": {stall.cause}"
+    beside = [f"{n.label} {s.text()}" for n, s in stall.neighbours_at(at)]
+    p = stall.p_against_control()
+    if beside:
+        text += f" (against {', '.join(beside)}" + (f"; Fisher's p against the control {p:.2g})" if p else ")")
+    mine = mechanism(v)
+    theirs = mechanism(stall.control) if stall.control else None
+    if mine and theirs:
+        text += (
+            f"; over epoch 1 its logits' spread between images was {mine['logit_spread']:.2g} (control "
+            f"{theirs['logit_spread']:.2g}), {100 * mine['dead_channels']:.0f}% of the channels behind its norm "
+            f"positions were dead (control {100 * theirs['dead_channels']:.0f}%), the gradient reaching conv1 "
+            f"{mine['conv1_grad_norm']:.2g} (control {theirs['conv1_grad_norm']:.2g}), behind layers of gain "
+            f"{mine['gain']:.2f}"
+        )
+    return text
 
 
-def _left_chance(run, chance: float) -> str:
-    """Where a run first left chance: the epoch (test accuracy) and, with probes on a batch of every class, the
-    step (probe-batch accuracy above _probe_chance_bar)."""
-    at_chance = epochs_at_chance(run, chance)
-    epoch = run.metrics[at_chance]["epoch"] if at_chance < len(run.metrics) else None
-    bar = _probe_chance_bar(run, chance)
-    probes = run.probes if bar is not None else []
-    step = next((p["step"] for p in probes if p.get("probe_acc", 0) > bar), None)
-    if epoch is None and step is None:
-        return "never"
-    return f"epoch {epoch or 'never'}" + (f" (step {step})" if step else "")
-
-
-def _times(a: float, b: float) -> str:
-    """a against b in words: "17x smaller" or "1.5x larger"."""
-    return f"{b / a:.2g}x smaller" if a < b else f"{a / b:.2g}x larger"
-
-
-def _in_notes_conditions(v: Variant) -> bool:
-    """C5's stated conditions: an LRN with k = 1 or 2 on normalized inputs."""
-    return v.norm == "lrn" and v.get("model.lrn.k") in (1, 2) and v.get("data.input_norm") is True
+def _stall_row(stall: Stall | None, v: Variant) -> dict:
+    """One setting of the evidence table: stuck shares per epoch, the cause, and the first epoch's probes."""
+    shares = stall.shares if stall else {e: stuck_share(v, e) for e in horizons(v)}
+    probes = mechanism(v)
+    p = stall.p_against_control() if stall else None
+    return {
+        "study": v.study,
+        "variant": v.label,
+        "runs": len(v.finished),
+        "note's condition": _in_notes_conditions(v),
+        **{f"at chance through epoch {e}": shares[e].text() if e in shares else "" for e in HORIZONS},
+        "last epoch": f"{shares[max(shares)].text()} (epoch {max(shares)})",
+        "every run at chance through": f"epoch {stall.held}" if stall and stall.held else "",
+        "cause, there": stall.cause if stall else "(control)",
+        "p, more often than control": f"{p:.2g}" if p is not None else "",
+        "left chance": ", ".join(left_chance(r, v.chance()) for r in v.finished),
+        "final test acc": _pct(mean_std(v.final_accs())[0]),
+        "logit spread, epoch 1": f"{probes['logit_spread']:.2g}" if probes else "n/a",
+        "dead channels": f"{100 * probes['dead_channels']:.0f}%" if probes else "n/a",
+        "conv1 grad norm": f"{probes['conv1_grad_norm']:.2g}" if probes else "n/a",
+        "gain": f"{probes['gain']:.2f}" if probes else "n/a",
+    }
 
 
 def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "With input normalization, LRN's k = 1 or 2 destabilises training: accuracy stays at chance (10%)."
     thresholds = (
-        f"a setting 'stays at chance' if, over >= {MIN_SEEDS_CHANCE} seeds, the 95% interval of its best epoch's test "
-        f"accuracy minus 1/classes lies below {100 * CHANCE_TOLERANCE:.0f} points; it 'sits at chance longer' than its "
-        f"control if its steps at chance (to the end of its last epoch at chance before it first left it) exceed the "
-        f"control's by one epoch's steps or more, 95% Welch interval above 0"
+        f"per run: at chance through epoch E if its best test accuracy over epochs 1..E is within "
+        f"{100 * CHANCE_TOLERANCE:.0f} points of 1/classes; per LRN setting with >= {MIN_SEEDS_CHANCE} runs, the "
+        f"share of its runs at chance through epochs {', '.join(map(str, HORIZONS))} and its last, with exact 95% "
+        f"(Clopper-Pearson) intervals; the note's 'always' holds in a setting when every run is at chance through "
+        f"its last epoch and is refuted when none is; the cause from its control (no normalization) and its twin "
+        f"(the other initialisation), with Fisher's exact one-sided p against the control"
     )
-
-    def at_chance(v: Variant) -> tuple[Comparison, bool]:
-        best = v.best_accs()
-        diff = welch(best, [v.chance()] * len(best))
-        stays = diff.has_interval and diff.high <= CHANCE_TOLERANCE
-        missing = (
-            ""
-            if stays
-            else (
-                "its best accuracy is measurably above chance"
-                if diff.low > CHANCE_TOLERANCE
-                else "its interval reaches beyond the tolerance"
-            )
-        )
-        refuted = diff.has_interval and diff.low > CHANCE_TOLERANCE
-        return Comparison(
-            f"{v.study}: {v.label}, best test accuracy minus chance",
-            diff,
-            CHANCE_TOLERANCE,
-            stays,
-            missing,
-            100,
-            " points",
-            refuted,
-        ), stays
-
-    # Controls: runs alike in all but the normalization, without an effective LRN. Where they stay at chance too,
-    # k is not what holds the LRN runs there, so that setting decides nothing.
-    controls: dict[tuple, list[tuple[Variant, bool]]] = {}  # an identity LRN and none may share their settings
-    for variants in studies.values():
-        for v in variants:
-            if v.norm == "none" and v.seeds() >= MIN_SEEDS_CHANCE:
-                controls.setdefault(_all_but_norm(v), []).append((v, at_chance(v)[1]))
-
-    def stall(v: Variant) -> tuple[Comparison, Variant] | None:
-        """How many more steps than its first control the setting sat at chance before it first left it. In steps,
-        not epochs: studies differ in epoch size; at least one epoch, the resolution of a per-epoch test."""
-        pairs = controls.get(_all_but_norm(v), [])
-        if not pairs:
-            return None
-        control = pairs[0][0]
-        chance = v.chance()
-        comparison = _compare(
-            f"{v.study}: {v.label} minus {control.label}, steps at chance",
-            [steps_at_chance(r, chance) for r in v.finished],
-            [steps_at_chance(r, chance) for r in control.finished],
-            v.finished[0].metrics[0]["steps"],
-            unit=" steps",
-        )
-        return comparison, control
-
-    def evidence_row(v: Variant, is_note: bool, stays: bool, stalled: tuple | None = None) -> dict:
-        probes = probe_summary(v)
-        return {
-            "study": v.study,
-            "variant": v.label,
-            "seeds": v.seeds(),
-            "final test acc": _pct(mean_std(v.final_accs())[0]),
-            "note's condition": is_note,
-            "stays at chance": stays,
-            "left chance": ", ".join(_left_chance(r, v.chance()) for r in v.finished),
-            "steps at chance minus control's [95% CI]": stalled[0].diff.text(digits=0) if stalled else "",
-            "gain": f"{probes['gain']:.2f}" if probes else "n/a",
-            "update per step": f"{probes['update_ratio']:.1e}" if probes else "n/a",
-            "filter similarity": f"{probes['filter_similarity']:.2f}" if probes else "n/a",
-        }
-
-    def stall_text(v: Variant, comparison: Comparison, control: Variant) -> str:
-        """How long the setting sat at chance against its control, and what the probes saw meanwhile."""
-        chance = v.chance()
-        epochs = [epochs_at_chance(r, chance) for r in v.finished]
-        text = (
-            f"{v.study}: {v.label} at chance for {', '.join(map(str, epochs))} of {len(v.finished[0].metrics)} "
-            f"epochs, against {', '.join(str(epochs_at_chance(r, chance)) for r in control.finished)} for "
-            f"{control.label}: {comparison.diff.text(unit=' steps', digits=0)}"
-        )
-        window = max(1.0, sum(epochs) / len(epochs))
-        mine, theirs = probe_summary(v, window), probe_summary(control, window)
-        if mine and theirs:
-            text += (
-                f"; over those epochs, a relative weight update per step of {mine['update_ratio']:.1e} against the "
-                f"control's {theirs['update_ratio']:.1e} ({_times(mine['update_ratio'], theirs['update_ratio'])}), "
-                f"behind LRN layers of gain {mine['gain']:.2f} each"
-            )
-        return text
-
-    comparisons, evidence, others, stalls, used = [], [], [], [], []
-    for variants in studies.values():
-        for v in variants:
-            if v.norm != "lrn" or v.seeds() < MIN_SEEDS_CHANCE:
-                continue  # an identity LRN counts as none: a control, not an LRN setting
-            comparison, stays = at_chance(v)
-            is_note = _in_notes_conditions(v)
-            stalled = stall(v)
-            evidence.append(evidence_row(v, is_note, stays, stalled))
-            used.append(v)
-            if stalled and stalled[0].holds and not stays:
-                stalls.append((is_note, stall_text(v, *stalled)))
-            if not is_note:
-                others.append((v, stays))
-                continue
-            stuck = [control.label for control, at in controls.get(_all_but_norm(v), []) if at]
-            if stays and stuck:
-                comparison = replace(
-                    comparison,
-                    holds=False,
-                    missing=f"its control {', '.join(stuck)} stayed at chance too",
-                    seeds_decide=False,
-                )
-            comparisons.append(comparison)
+    stalls = [
+        stall_of(v, variants)
+        for variants in studies.values()
+        for v in variants
+        if v.norm == "lrn" and v.seeds() >= MIN_SEEDS_CHANCE
+    ]
+    neighbours = {id(n): n for s in stalls for n in (s.control, s.twin) if n and n.norm != "lrn"}
+    evidence = [_stall_row(s, s.setting) for s in stalls] + [_stall_row(None, n) for n in neighbours.values()]
+    used = [s.setting for s in stalls] + list(neighbours.values())
+    held = [s for s in stalls if s.held or s.outcome == SPLIT]
+    extra = ""
+    for in_note, words in ((True, "Under the note's conditions"), (False, "Outside them")):
+        texts = [_stall_text(s) for s in held if _in_notes_conditions(s.setting) == in_note]
+        if texts:
+            extra += f" {words}: {'; '.join(texts)}."
+    comparisons = [_always(s) for s in stalls if _in_notes_conditions(s.setting)]
     if not comparisons:
-        return Verdict(
-            "C5",
-            statement,
-            INCONCLUSIVE,
-            f"needs runs: LRN with k in {{1, 2}} and input_norm true, "
-            f">= {MIN_SEEDS_CHANCE} seeds, e.g. configs/notes/k_collapse-quick.yaml",
-            thresholds,
-            [],
-            evidence,
+        needs = (
+            f"needs runs: LRN with k in {{1, 2}} and input_norm true, >= {MIN_SEEDS_CHANCE} seeds, e.g. "
+            "configs/notes/recipe-standard.yaml."
         )
-    # The comparison nearest to chance first: the one the summary quotes when none holds.
-    comparisons.sort(key=lambda c: c.diff.estimate)
-    studied = {v.study for v in used}
-    for control, stuck_too in (pair for pairs in controls.values() for pair in pairs):
-        if control.study in studied:
-            evidence.append(evidence_row(control, False, stuck_too))
-            used.append(control)
-    collapsed = [c for c in comparisons if c.holds]
-    left_by = ""
-    note_runs = {}  # study -> epoch by which every run under the note's conditions left chance
-    for v in used:
-        if _in_notes_conditions(v):
-            for r in v.finished:
-                at = epochs_at_chance(r, v.chance())
-                note_runs[v.study] = max(note_runs.get(v.study, 0), at + 1 if at < len(r.metrics) else math.inf)
-    if note_runs and all(e < math.inf for e in note_runs.values()):
-        left_by = (
-            " Every such run left chance, by epoch " + ", ".join(f"{e} in {s}" for s, e in note_runs.items()) + "."
-        )
-
-    def with_controls(v: Variant) -> str:
-        """A setting outside the note's conditions at chance, and whether its controls learned: raw inputs alone
-        may hold a net at chance, LRN or not."""
-        pairs = controls.get(_all_but_norm(v), [])
-        said = ", ".join(f"{c.label} {'stayed at chance too' if at else 'learned'}" for c, at in pairs)
-        return f"{v.label} ({'control: ' + said if said else 'no control ran'})"
-
-    elsewhere = [with_controls(v) for v, stays in others if stays]
-    extra = f" Outside the note's conditions, these stayed at chance too: {'; '.join(elsewhere)}." if elsewhere else ""
-    note_stalls = [text for is_note, text in stalls if is_note]
-    other_stalls = [text for is_note, text in stalls if not is_note]
-    if note_stalls:
-        extra += (
-            f" Under the note's conditions, these sat at chance longer than their control: {'; '.join(note_stalls)}."
-        )
-    if other_stalls:
-        extra += f" Outside them, these sat at chance longer than their control: {'; '.join(other_stalls)}."
-    if any(probe_summary(v) for v in used):
-        extra += (
-            " The evidence table gives each variant's probes (mean over the run): its normalized layers' gain "
-            "(output/input std; an LRN whose alpha x window sum is this small scales by k^-0.75, 0.59 at k = 2), "
-            "relative weight update per step and conv1 filter similarity at the end (mean |cos|)."
-        )
-    else:
-        extra += " Gains, update sizes and filter similarity are not measured by these runs (enable probes)."
+        return _inconclusive("C5", statement, thresholds, needs + extra, evidence, _runs_of(used))
+    # Settings the note would count (every run at chance) whose control stayed at chance without LRN too.
+    masked = [
+        f"{s.setting.study}: {s.setting.label}"
+        for s in stalls
+        if _in_notes_conditions(s.setting) and s.outcome == STUCK and s.cause_kind == NOT_BY_K
+    ]
     reasons = {
-        REPRODUCED: "Every LRN setting with k in {1, 2} and normalized inputs stayed at chance.",
-        CONDITIONAL: "Stayed at chance only under some of the note's conditions: "
-        + "; ".join(c.what.removeprefix(f"{c.study}: ").rsplit(", best test accuracy", 1)[0] for c in collapsed)
+        REPRODUCED: "In every LRN setting with k in {1, 2} on normalized inputs k held every run at chance to its end.",
+        CONDITIONAL: "k held every run at chance to its end only in some settings under the note's conditions: "
+        + ", ".join(f"{c.study}: {c.subject}" for c in comparisons if c.holds)
         + ".",
-        NOT_REPRODUCED: "No setting with k in {1, 2} and normalized inputs stayed at chance: the note's stated "
-        "conditions alone do not produce it." + left_by,
+        NOT_REPRODUCED: "In no setting with k in {1, 2} and normalized inputs did k hold every run at chance"
+        + (
+            f"; where every run stayed at chance ({', '.join(masked)}), the net stayed there without LRN too."
+            if masked
+            else ": the note's stated conditions alone do not produce it."
+        ),
     }
     return _decide("C5", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
 

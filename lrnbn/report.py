@@ -15,7 +15,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lrnbn.claims import Verdict, all_claims, epochs_at_chance
+from lrnbn.chance import epochs_at_chance
+from lrnbn.claims import Verdict, all_claims
 from lrnbn.errors import UserError
 from lrnbn.keys import is_norm_key
 from lrnbn.results import Variant, group, mean_std, probe_summary, quartiles, short_names, to_target, varying_keys
@@ -531,7 +532,7 @@ def summary_rows(verdicts: list[Verdict], studies: dict[str, list[Variant]]) -> 
                 "claim": v.claim,
                 "verdict": v.verdict,
                 "key comparison": key.what if key else v.reason,
-                "difference [95% CI]": key.diff.text(key.scale, key.unit) if key else "-",
+                "figure [95% CI]": key.figure() if key else "-",
                 "shown": f"{sum(c.holds for c in v.comparisons)}/{len(v.comparisons)}" if v.comparisons else "-",
                 "horizon": "; ".join(f"{s}: {horizon(studies[s])}" for s in used if s in studies) or "-",
             }

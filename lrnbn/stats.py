@@ -4,6 +4,10 @@ whether it shows an effect on the claimed side, at least as large as the claim's
 Welch's t interval (unequal variances) over seeds or repeats: the usual choice for a handful of runs per variant,
 assuming roughly normal per-seed figures. With no spread on either side (every seed equal, as for runs stuck at
 exactly chance) the interval is the point itself; with fewer than 2 values on a side there is none.
+
+A share of runs (k of n stuck at chance, say) gets the exact Clopper-Pearson interval, which assumes nothing beyond
+independent runs and stays honest at n = 3, where 3 of 3 is [29%, 100%]; two shares are told apart by Fisher's
+exact test (one-sided: the first larger), whose smallest p at 3 against 3 runs is 1/20.
 """
 
 from __future__ import annotations
@@ -61,3 +65,35 @@ def shows(diff: Difference, minimum: float) -> tuple[bool, str]:
     if diff.estimate < minimum:
         return False, f"the effect is below the minimum of {minimum:g}"
     return True, ""
+
+
+@dataclass(frozen=True)
+class Share:
+    """k of n runs, with the exact (Clopper-Pearson) two-sided 95% interval of the share."""
+
+    count: int
+    runs: int
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.count / self.runs
+
+    def text(self) -> str:
+        return f"{self.count}/{self.runs} [{100 * self.low:.0f}%, {100 * self.high:.0f}%]"
+
+
+def share(count: int, runs: int) -> Share:
+    from scipy import stats
+
+    interval = stats.binomtest(count, runs).proportion_ci(confidence_level=LEVEL, method="exact")
+    return Share(count, runs, float(interval.low), float(interval.high))
+
+
+def more_often(a: Share, b: Share) -> float:
+    """One-sided p of Fisher's exact test that a's share is larger than b's."""
+    from scipy import stats
+
+    table = [[a.count, a.runs - a.count], [b.count, b.runs - b.count]]
+    return float(stats.fisher_exact(table, alternative="greater").pvalue)

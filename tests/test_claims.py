@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lrnbn import claims
+from lrnbn import chance, claims
 from lrnbn.results import group
 from lrnbn.rundir import find_runs
 from tests.rundirs import make_run
@@ -51,14 +51,23 @@ def test_c5_inconclusive_when_the_control_is_stuck_too_or_seeds_are_missing(tmp_
 
 def test_c5_is_conditional_when_only_one_k_collapses(tmp_path):
     for seed in range(3):
-        make_run(
-            tmp_path, "kc", f"k1,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 1, "experiment.seed": seed}, LEARNS
-        )
+        for name, settings, accs in (
+            ("k1", {"model.norm": "lrn", "model.lrn.k": 1}, LEARNS),
+            ("k2", {"model.norm": "lrn", "model.lrn.k": 2}, CHANCE),
+            ("none", {"model.norm": "none"}, LEARNS),
+        ):
+            make_run(tmp_path, "kc", f"{name},seed={seed}", {**settings, "experiment.seed": seed}, accs)
+    verdict = claims.claim_c5(studies(tmp_path))
+    assert verdict.verdict == claims.CONDITIONAL and "conditions: kc: k2." in verdict.reason
+
+
+def test_c5_without_a_control_names_no_cause_and_decides_nothing(tmp_path):
+    for seed in range(3):
         make_run(
             tmp_path, "kc", f"k2,seed={seed}", {"model.norm": "lrn", "model.lrn.k": 2, "experiment.seed": seed}, CHANCE
         )
     verdict = claims.claim_c5(studies(tmp_path))
-    assert verdict.verdict == claims.CONDITIONAL and "conditions: k2." in verdict.reason
+    assert verdict.verdict == claims.INCONCLUSIVE and "no control without normalization ran" in verdict.reason
 
 
 def timing_study(tmp_path, bn_time, torch_times: dict, fast_times: dict | None = None):
@@ -261,7 +270,7 @@ def test_a_difference_whose_interval_reaches_zero_is_not_shown_and_the_verdict_s
     assert comparison.diff.estimate == pytest.approx(2 / 3)  # epochs 3, 1 and never (4) against 2, 2, 2
     assert comparison.diff.low < 0 < comparison.diff.high
     assert not comparison.holds and "interval reaches 0" in comparison.missing
-    assert comparison.row()["difference [95% CI]"].startswith("+0.7 [") and comparison.row()["shown"] == "undecided"
+    assert comparison.row()["figure [95% CI]"].startswith("+0.7 [") and comparison.row()["shown"] == "undecided"
 
 
 def test_c1_compares_lrn_settings_only_at_equal_learning_rates(tmp_path):
@@ -289,8 +298,8 @@ def test_c1_compares_lrn_settings_only_at_equal_learning_rates(tmp_path):
 
 
 def test_c5_sets_aside_only_the_settings_whose_own_control_stayed_at_chance(tmp_path):
-    # At lr 0.01 nothing learns, with or without LRN: that lr decides nothing. At lr 0.05 the control learns and
-    # k = 2 stays at chance: k's effect, shown there.
+    # At lr 0.01 nothing learns, with or without LRN: that lr cannot show what k does. At lr 0.05 the control
+    # learns and k = 2 stays at chance: k's effect, shown there.
     for seed in range(3):
         for lr, control in ((0.01, CHANCE), (0.05, LEARNS)):
             settings = {"train.lr": lr, "experiment.seed": seed}
@@ -298,8 +307,10 @@ def test_c5_sets_aside_only_the_settings_whose_own_control_stayed_at_chance(tmp_
             make_run(tmp_path, "kc", f"none,lr={lr},{seed}", {**settings, "model.norm": "none"}, control)
     verdict = claims.claim_c5(studies(tmp_path))
     assert verdict.verdict == claims.CONDITIONAL
-    assert "lr=0.05" in verdict.reason.split("Not shown")[0]
-    assert "lr=0.01" in verdict.reason and "stayed at chance too" in verdict.reason
+    assert (
+        "conditions: kc: norm=lrn,lr=0.05. Not shown: kc: norm=lrn,lr=0.01, runs at chance through epoch 4 (not k: "
+        "its control is stuck too)" in verdict.reason
+    )
 
 
 def test_c5_with_every_control_stuck_is_inconclusive_without_asking_for_seeds(tmp_path):
@@ -310,27 +321,72 @@ def test_c5_with_every_control_stuck_is_inconclusive_without_asking_for_seeds(tm
         make_run(tmp_path, "kc", f"none,{seed}", {**settings, "model.norm": "none"}, CHANCE)
     verdict = claims.claim_c5(studies(tmp_path))
     assert verdict.verdict == claims.INCONCLUSIVE
-    assert verdict.reason.startswith("no comparison is decided") and "stayed at chance too" in verdict.reason
+    assert verdict.reason.startswith("no comparison is decided") and "its control is stuck too" in verdict.reason
     assert "run more seeds" not in verdict.reason
 
 
-def test_c5_names_the_control_of_a_setting_outside_the_notes_conditions(tmp_path):
-    # Raw inputs: k = 2 stays at chance while no normalization on the same raw inputs learns, and k = 1 at raw
-    # inputs has no control of its own. The verdict says which is which.
-    for seed in range(3):
-        raw = {"data.input_norm": False, "experiment.seed": seed}
-        make_run(tmp_path, "kc", f"k2-raw,{seed}", {**raw, "model.norm": "lrn", "model.lrn.k": 2}, CHANCE)
-        make_run(tmp_path, "kc", f"none-raw,{seed}", {**raw, "model.norm": "none"}, LEARNS)
-        make_run(
-            tmp_path, "kc", f"k1-raw-lr,{seed}", {**raw, "model.norm": "lrn", "model.lrn.k": 1, "train.lr": 0.5}, CHANCE
+STUCK_3 = [0.1, 0.1, 0.11, 0.3, 0.4]  # at chance through epoch 3, then learns
+INIT = {"paper": {"model.init": "alexnet-paper"}, "pytorch": {"model.init": "pytorch"}}
+
+
+def recipe_study(tmp_path, accs: dict[tuple[str, str], list[float]], seeds=3):
+    """Settings (init, norm) -> test accuracies per epoch, for every seed; norm 'k2' is LRN with k 2."""
+    for seed in range(seeds):
+        for (init, norm), test_accs in accs.items():
+            settings = {**INIT[init], "experiment.seed": seed}
+            settings |= {"model.norm": "lrn", "model.lrn.k": 2} if norm == "k2" else {"model.norm": norm}
+            make_run(tmp_path, "recipe", f"{init}-{norm},seed={seed}", settings, test_accs)
+
+
+@pytest.mark.parametrize(
+    "paper_none, pytorch_k2, cause, verdict",
+    [
+        (LEARNS, LEARNS, "k and the initialisation together (neither alone)", claims.CONDITIONAL),
+        (LEARNS, CHANCE, "k, under either initialisation", claims.REPRODUCED),
+        (CHANCE, LEARNS, "the initialisation (its control is stuck too", claims.NOT_REPRODUCED),
+        (CHANCE, CHANCE, "each alone: k under either initialisation", claims.REPRODUCED),
+    ],
+)
+def test_c5_names_the_cause_from_the_control_and_the_other_initialisation(
+    tmp_path, paper_none, pytorch_k2, cause, verdict
+):
+    # LRN k 2 under the paper's initialisation stays at chance; whether that is k, the initialisation, or both is
+    # read off no normalization under the same initialisation and the same LRN under PyTorch's.
+    recipe_study(
+        tmp_path,
+        {
+            ("paper", "k2"): CHANCE,
+            ("paper", "none"): paper_none,
+            ("pytorch", "k2"): pytorch_k2,
+            ("pytorch", "none"): LEARNS,
+        },
+    )
+    result = claims.claim_c5(studies(tmp_path))
+    rows = {row["variant"]: row for row in result.evidence}
+    assert rows["paper-k2"]["cause, there"].startswith(cause)
+    assert result.verdict == verdict, result.reason
+    if verdict == claims.NOT_REPRODUCED:
+        assert (
+            "where every run stayed at chance (recipe: paper-k2), the net stayed there without LRN too" in result.reason
         )
-        make_run(tmp_path, "kc", f"k2,{seed}", {"experiment.seed": seed, "model.norm": "lrn", "model.lrn.k": 2}, LEARNS)
+
+
+def test_c5_stuck_shares_have_exact_intervals_per_epoch_and_say_how_long_every_run_stayed(tmp_path):
+    # Two of three seeds stay at chance for 3 epochs, the third leaves in epoch 2: every run through epoch 1 only.
+    for seed, accs in enumerate([STUCK_3, STUCK_3, [0.1, 0.3, 0.35, 0.4, 0.45]]):
+        settings = {"experiment.seed": seed, "data.input_norm": False}
+        make_run(tmp_path, "kc", f"k2-raw,seed={seed}", {**settings, "model.norm": "lrn", "model.lrn.k": 2}, accs)
+        make_run(tmp_path, "kc", f"none-raw,seed={seed}", {**settings, "model.norm": "none"}, LEARNS + [0.6])
     verdict = claims.claim_c5(studies(tmp_path))
-    outside = verdict.reason.split("Outside the note's conditions, these stayed at chance too: ")[1]
-    k2_raw = next(part for part in outside.split("; ") if "k=2" in part and "input_norm=false" in part)
-    assert "control: " in k2_raw and "learned" in k2_raw and "stayed at chance too" not in k2_raw
-    k1_raw = next(part for part in outside.split("; ") if "k=1" in part)
-    assert "no control ran" in k1_raw
+    row = next(row for row in verdict.evidence if row["variant"] == "k2-raw")
+    # Clopper-Pearson 95%: 3/3 -> [0.025^(1/3), 1] = [29%, 100%]; 2/3 -> [9%, 99%]; 0/3 -> [0, 1 - 0.025^(1/3)].
+    assert row["at chance through epoch 1"] == "3/3 [29%, 100%]"
+    assert row["at chance through epoch 2"] == "2/3 [9%, 99%]"
+    assert row["at chance through epoch 5"] == "0/3 [0%, 71%]" and row["at chance through epoch 10"] == ""
+    assert row["every run at chance through"] == "epoch 1" and row["cause, there"].startswith("k (the LRN")
+    assert row["p, more often than control"] == "0.05"  # Fisher's exact test, 3 of 3 against 0 of 3: 1/20
+    assert verdict.verdict == claims.INCONCLUSIVE  # outside the note's conditions: raw inputs
+    assert "Outside them: kc: k2-raw, every run at chance through epoch 1 (3/3 [29%, 100%]), 0/3" in verdict.reason
 
 
 def test_c5_takes_the_step_a_run_left_chance_only_from_a_probe_batch_that_holds_every_class(tmp_path):
@@ -346,49 +402,44 @@ def test_c5_takes_the_step_a_run_left_chance_only_from_a_probe_batch_that_holds_
         # 13% on 256 images is a guess's noise (3 standard errors: about 6 points), 100% is not.
         for step, acc in ((25, 0.13), (50, 1.0), (100, 0.5)):
             run.append_probe({"step": step, "epoch": 1, "probe_acc": acc, "layers": [], "weights": []})
-    left = {r.path.name: claims._left_chance(r, 0.1) for r in find_runs([tmp_path]).runs}
+    left = {r.path.name: chance.left_chance(r, 0.1) for r in find_runs([tmp_path]).runs}
     assert left == {"balanced": "epoch 2 (step 50)", "one-class": "epoch 2", "unrecorded": "epoch 2"}
 
 
-def test_c5_says_how_long_each_setting_sat_at_chance_beside_its_control_and_what_its_updates_were(tmp_path):
-    # Raw inputs: k = 2 sits at chance for 3 of 5 epochs, with updates 10x smaller than its control's meanwhile;
-    # the control learns from epoch 1. Normalized inputs: k = 2 sits there 1 epoch, k = 1 none, nor its control.
-    chance3 = [0.1, 0.1, 0.11, 0.3, 0.4]
-    chance1 = [0.1, 0.3, 0.35, 0.4, 0.45]
-    learns = [0.2, 0.3, 0.35, 0.4, 0.45]
+def test_c5_gives_the_probes_account_of_the_stall_beside_the_controls(tmp_path):
+    # Over epoch 1 the stuck LRN's logits do not depend on the image, half its channels are dead and almost no
+    # gradient reaches conv1; its control's do, none are, and it does.
     for seed in range(3):
         for name, settings, accs in (
-            ("k2-raw", {"data.input_norm": False, "model.norm": "lrn", "model.lrn.k": 2}, chance3),
-            ("none-raw", {"data.input_norm": False, "model.norm": "none"}, learns),
-            ("k2", {"model.norm": "lrn", "model.lrn.k": 2}, chance1),
-            ("k1", {"model.norm": "lrn", "model.lrn.k": 1}, learns),
-            ("none", {"model.norm": "none"}, learns),
+            ("k2", {"model.norm": "lrn", "model.lrn.k": 2}, CHANCE),
+            ("none", {"model.norm": "none"}, LEARNS),
         ):
             run = make_run(tmp_path, "kc", f"{name},seed={seed}", {**settings, "experiment.seed": seed}, accs)
-            lrn = settings["model.norm"] == "lrn"
-            for epoch in range(1, 6):
-                update = 1e-3 if not lrn or epoch > 3 else 1e-4
-                layers = [{"input_std": 1.0, "output_std": 0.59 if lrn else 1.0, "input_drift": None}]
-                layers[0]["output_drift"] = None
-                weights = [{"name": "w", "grad_norm": 1.0, "update_ratio": update}]
-                probe = {"step": epoch, "epoch": epoch, "filter_similarity": 0.1, "layers": layers, "weights": weights}
-                run.append_probe(probe)
-    raw = next(r for r in find_runs([tmp_path]).runs if r.path.name == "k2-raw,seed=0")
-    assert (claims.epochs_at_chance(raw, 0.1), claims.steps_at_chance(raw, 0.1)) == (3, 3)
+            stuck = name == "k2"
+            layer = {"input_std": 1.0, "output_std": 0.59 if stuck else 1.0, "dead_channel_share": 0.5 if stuck else 0}
+            run.append_probe(
+                {
+                    "step": 1,
+                    "epoch": 1,
+                    "filter_similarity": 0.1,
+                    "logit_spread": 1e-7 if stuck else 0.8,
+                    "logit_class_spread": 0.2,
+                    "layers": [layer],
+                    "weights": [{"name": "0.0.weight", "grad_norm": 1e-6 if stuck else 0.3, "update_ratio": 1e-3}],
+                }
+            )
     verdict = claims.claim_c5(studies(tmp_path))
-    assert verdict.verdict == claims.NOT_REPRODUCED
-    assert "Every such run left chance, by epoch 2 in kc." in verdict.reason
-    under, outside = verdict.reason.split("Under the note's conditions, these sat at chance longer")[1].split(
-        "Outside them, these sat at chance longer than their control: "
-    )
-    # make_run's runs take one step per epoch: 3 steps at chance against none, one epoch's worth or more.
-    assert "kc: k2-raw at chance for 3, 3, 3 of 5 epochs, against 0, 0, 0 for none-raw: +3 [+3, +3] steps" in outside
-    assert "1.0e-04 against the control's 1.0e-03 (10x smaller)" in outside and "gain 0.59" in outside
-    assert "kc: k2 at chance for 1, 1, 1 of 5 epochs" in under and "k1" not in under
+    assert verdict.verdict == claims.REPRODUCED
+    assert (
+        "over epoch 1 its logits' spread between images was 1e-07 (control 0.8), 50% of the channels behind its norm "
+        "positions were dead (control 0%), the gradient reaching conv1 1e-06 (control 0.3), behind layers of gain 0.59"
+    ) in verdict.reason
     rows = {row["variant"]: row for row in verdict.evidence}
-    assert rows["k2-raw"]["steps at chance minus control's [95% CI]"] == "+3 [+3, +3]"
-    assert rows["k1"]["steps at chance minus control's [95% CI]"] == "+0 [+0, +0]"
-    assert rows["k2-raw"]["left chance"] == "epoch 4, epoch 4, epoch 4" and rows["k2-raw"]["gain"] == "0.59"
+    assert (rows["k2"]["logit spread, epoch 1"], rows["k2"]["dead channels"], rows["none"]["gain"]) == (
+        "1e-07",
+        "50%",
+        "1.00",
+    )
 
 
 def test_c2_judges_the_mechanism_only_in_the_studies_whose_speed_it_compared(tmp_path):
