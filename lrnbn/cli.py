@@ -1,5 +1,6 @@
 """The `lrnbn` command line. Parses arguments, calls one function per command, and turns the project's own errors
-into one line on stderr and an exit code (2: bad input; 3: diverged; 130: interrupted). No logic beyond that."""
+into one line on stderr and an exit code (2: bad input; 3: diverged; 74: a write the machine refused; 130:
+interrupted). No logic beyond that."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import typer
 
 import lrnbn
-from lrnbn.errors import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from lrnbn.errors import EXIT_FAILED, EXIT_INTERRUPTED, UserError, writing
 
 app = typer.Typer(
     add_completion=False,
@@ -191,7 +192,8 @@ def report(
     from lrnbn.console import print_table, wide_console
     from lrnbn.report import build_report
 
-    path, verdicts, tables, damaged = build_report(list(paths), out, format_, target)
+    with writing(out):  # the plots; report.md (or .html) names itself through rundir.atomic_write_text
+        path, verdicts, tables, damaged = build_report(list(paths), out, format_, target)
     for run_dir, why in damaged:
         typer.echo(f"skipped damaged run {run_dir}: {why}", err=True)
     console = wide_console()
@@ -337,7 +339,9 @@ def bench_lrn(
 
     console.print(f"impl fused ran as: {fused.status(torch.device(device).type)}")
     if json_path is not None:
-        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        from lrnbn.rundir import atomic_write_text
+
+        atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
 
 
 @bench_app.command("train")
@@ -424,7 +428,9 @@ def bench_train(
     for precision, why in result["skipped"].items():
         console.print(f"skipped {precision}: {why}")
     if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        from lrnbn.rundir import atomic_write_text
+
+        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
 
 
 @bench_app.command("probes")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -21,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from lrnbn.config import DataConfig
-from lrnbn.errors import UserError
+from lrnbn.errors import UserError, writing
+from lrnbn.rundir import atomic_write
 from lrnbn.safeyaml import one_line
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -346,13 +346,9 @@ def import_image_folder(source: Path, root: Path, progress: Callable[[int, int],
         "content_sha256": content_hash(classes, train, test),
     }
     target = root / CACHE_NAME
-    try:
+    with writing(root):
         root.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise DataError(f"cannot write {target}: {exc.strerror or exc}") from None
+    atomic_write(target, lambda f: torch.save(blob, f))
     return {
         "cache": str(target),
         "classes": list(classes),

@@ -170,8 +170,9 @@ class Probes:
         self._steps = state["steps"]
 
 
-def save_filter_grid(weight: torch.Tensor, path) -> None:
-    """The conv1 filters as a grid of small images (RGB when the input has 3 channels), each scaled to its own range."""
+def save_filter_grid(weight: torch.Tensor, file) -> None:
+    """The conv1 filters as a grid of small images (RGB when the input has 3 channels), each scaled to its own range,
+    as a PNG written to `file` (a path or a binary file)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,5 +193,5 @@ def save_filter_grid(weight: torch.Tensor, path) -> None:
             cmap=None if f.shape[0] == 3 else "gray",
         )
     fig.suptitle(f"conv1 filters (similarity {filter_similarity(weight):.2f})", fontsize=8)
-    fig.savefig(path, dpi=100)
+    fig.savefig(file, dpi=100, format="png")
     plt.close(fig)

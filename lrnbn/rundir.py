@@ -11,9 +11,10 @@ RUNS_DIR/<experiment>/<YYYYmmdd-HHMMSS>-<6 hex>/
   tensorboard/   with log.tensorboard: TensorBoard event files (a view of metrics.jsonl, see tblog.py)
   .lock          held (flock) by the process training the run, so that no second process trains it at once
 
-Whole files are written atomically (temp file, fsync, rename) so a reader never sees half of one. Readers need
-nothing but this module and the files, so tables and plots can be rebuilt on another machine. Under torchrun only
-rank 0 writes; the other ranks hold a FollowerRunDir.
+Whole files are written atomically (temp file, fsync, rename) so a reader never sees half of one; a write the
+machine refuses (a full disk, a quota, a read-only folder) leaves the previous file and ends in WriteFailed. Readers
+need nothing but this module and the files, so tables and plots can be rebuilt on another machine. Under torchrun
+only rank 0 writes; the other ranks hold a FollowerRunDir.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lrnbn.errors import EXIT_BUSY, UserError
+from lrnbn.errors import EXIT_BUSY, UserError, WriteFailed, writing
 from lrnbn.keys import lookup
 from lrnbn.safeyaml import one_line
 
@@ -54,23 +55,30 @@ class RunBusy(UserError):
     exit_code = EXIT_BUSY
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through `write(file)` into a temp file beside `path`, fsync it, and rename it over `path`."""
+def atomic_write(path: Path, write) -> None:
+    """Write through `write(file)` into a temp file beside `path`, fsync it, and rename it over `path`, so that a
+    reader sees the old file or the new one, never half of one. A refused write (a full disk) leaves the old file and
+    no temp file, and raises WriteFailed."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    with writing(path):
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # make the rename itself durable
+        finally:
+            os.close(directory)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _json(obj) -> str:
@@ -112,16 +120,29 @@ class RunDir:
 
     def _replace(self, name: str, write) -> None:
         """Replace a whole file atomically; `write(file)` writes its bytes."""
-        _atomic_write(self.path / name, write)
+        with self.writing(name):
+            atomic_write(self.path / name, write)
 
     def _append(self, name: str, text: str, durable: bool) -> None:
         """Append whole lines in one write call, flushed (and synced when durable): a crash leaves at most a
         truncated last line."""
-        with open(self.path / name, "a") as f:
+        with self.writing(name), open(self.path / name, "a") as f:
             f.write(text)
             f.flush()
             if durable:
                 os.fsync(f.fileno())
+
+    @contextmanager
+    def writing(self, name: str):
+        """A refused write of one of the run's files ends in WriteFailed (errors.writing), saying how to go on: once
+        the run has its config and summary it resumes where its last checkpoint left it; before, it starts again."""
+        try:
+            with writing(self.path / name):
+                yield
+        except WriteFailed as failure:
+            if not self.is_run():
+                raise
+            raise failure.then_do(f"`lrnbn train --resume {self.path}`") from None
 
     def _remove(self, names: tuple[str, ...], folders: tuple[str, ...] = ()) -> None:
         for name in names:
@@ -164,6 +185,10 @@ class RunDir:
         """Replace metrics.jsonl by exactly these records (on resume: the checkpoint's, so none is lost or doubled)."""
         self._replace(METRICS_FILE, lambda f: f.write(_jsonl(records).encode()))
 
+    def write_filter_grid(self, draw) -> None:
+        """conv1-filters.png; `draw(file)` writes the PNG (probes.save_filter_grid)."""
+        self._replace(FILTERS_FILE, draw)
+
     def save_checkpoint(self, state: dict) -> None:
         import torch
 
@@ -192,10 +217,8 @@ class RunDir:
             except BlockingIOError:
                 holder = (self.path / LOCK_FILE).read_text().strip() if (self.path / LOCK_FILE).is_file() else ""
                 raise RunBusy(f"{self.path} is being trained by another process (pid {holder or '?'})") from None
-            try:
+            with self.writing(LOCK_FILE):
                 (self.path / LOCK_FILE).write_text(str(os.getpid()))
-            except OSError as exc:
-                raise UserError(f"cannot write in the run directory {self.path}: {exc.strerror or exc}") from None
             yield
         finally:
             os.close(directory)

@@ -9,9 +9,10 @@ that the earlier session finished after its last checkpoint.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
+import threading
 
 from lrnbn.errors import UserError
+from lrnbn.rundir import TENSORBOARD_DIR, RunDir
 
 # metrics.jsonl field -> TensorBoard tag
 TAGS = {
@@ -37,19 +38,46 @@ def check_installed() -> None:
 
 
 class EpochLog:
-    def __init__(self, log_dir: Path, config_yaml: str, records: list[dict], resumed: bool):
+    """The event files of one session of a run, in RUN_DIR/tensorboard/. The writer writes from a thread of its own
+    and raises a refused write at its next call, which run.writing turns into one line (a full disk)."""
+
+    def __init__(self, run: RunDir, config_yaml: str, records: list[dict], resumed: bool):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(log_dir), purge_step=1 if resumed else None)
-        if not resumed:
-            self.writer.add_text("config", f"```yaml\n{config_yaml}```", global_step=0)
-        for record in records:
-            self.add(record)
+        self.run = run
+        self.excepthook = threading.excepthook
+        threading.excepthook = self._quiet_writer_thread
+        try:
+            with self._writing():
+                self.writer = SummaryWriter(str(run.tensorboard_dir), purge_step=1 if resumed else None)
+                if not resumed:
+                    self.writer.add_text("config", f"```yaml\n{config_yaml}```", global_step=0)
+            for record in records:
+                self.add(record)
+        except BaseException:
+            threading.excepthook = self.excepthook
+            raise
+
+    def _writing(self):
+        return self.run.writing(TENSORBOARD_DIR)
 
     def add(self, record: dict) -> None:
-        for field, tag in TAGS.items():
-            self.writer.add_scalar(tag, record[field], global_step=record["epoch"])
-        self.writer.flush()
+        with self._writing():
+            for field, tag in TAGS.items():
+                self.writer.add_scalar(tag, record[field], global_step=record["epoch"])
+            self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            with self._writing():
+                self.writer.close()
+        finally:
+            threading.excepthook = self.excepthook
+
+    def _quiet_writer_thread(self, args) -> None:
+        """The writer's thread also re-raises a refused write as it ends, and Python would print its traceback:
+        the next call in the main thread reports that write in one line instead."""
+        from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+        if not (isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)):
+            self.excepthook(args)

@@ -12,7 +12,7 @@ import datetime
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +21,12 @@ import torch
 from lrnbn import distributed, tblog
 from lrnbn.config import Config, differing_keys, dump_config, load_config
 from lrnbn.distributed import World
-from lrnbn.errors import UserError, exit_code_of
+from lrnbn.errors import UserError, WriteFailed, exit_code_of
 from lrnbn.keys import MACHINE_KEYS, lookup
 from lrnbn.loop import Position, Stopped, evaluate, train_epoch
 from lrnbn.machine import environment
 from lrnbn.probes import save_filter_grid
-from lrnbn.rundir import CONFIG_FILE, FILTERS_FILE, FINAL_STATUSES, SUMMARY_FILE, FollowerRunDir, RunDir
+from lrnbn.rundir import CONFIG_FILE, FINAL_STATUSES, SUMMARY_FILE, FollowerRunDir, RunDir
 from lrnbn.trainer import Trainer
 from lrnbn.views import NullView, RunView
 
@@ -196,9 +196,7 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
     try:
         run.write_summary(summary)
         if config.log.tensorboard and trainer.world.main:
-            board = tblog.EpochLog(
-                run.tensorboard_dir, dump_config(config), position.records, bool(summary.get("resumed"))
-            )
+            board = tblog.EpochLog(run, dump_config(config), position.records, bool(summary.get("resumed")))
         view.start(run, config, trainer.dataset, trainer.device)
         with _stop_requests() as stop:
             while position.epoch <= epochs:
@@ -214,13 +212,15 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
                         run.save_checkpoint(trainer.checkpoint(position))
                     break
                 record = {"epoch": epoch, **trained, **evaluate(trainer), "steps": epoch * trainer.steps_per_epoch}
-                position = Position(
+                finished = Position(
                     epoch=epoch + 1,
                     records=position.records + [record],
                     epoch_generator_state=trainer.data_generator.get_state(),
                 )
-                # Checkpoint first: it holds the records, and resume rewrites metrics.jsonl from it.
-                run.save_checkpoint(trainer.checkpoint(position))
+                # Checkpoint first: it holds the records, and resume rewrites metrics.jsonl from it. The epoch counts
+                # as finished once it is on disk, so a refused write leaves the summary with the epochs kept.
+                run.save_checkpoint(trainer.checkpoint(finished))
+                position = finished
                 run.append_metrics(record)
                 if board:
                     board.add(record)
@@ -232,13 +232,11 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
             else:
                 summary["status"] = "completed"
         if trainer.probes:
-            save_filter_grid(trainer.probes.conv1.weight, run.path / FILTERS_FILE)
+            run.write_filter_grid(lambda file: save_filter_grid(trainer.probes.conv1.weight, file))
     except BaseException as exc:
-        summary.update(
-            status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
-            error=f"{exc.__class__.__name__}: {exc}",
-        )
-        _finish(run, summary, position.records, started)
+        summary.update(status=_status_after(exc), error=f"{exc.__class__.__name__}: {exc}")
+        with suppress(WriteFailed):  # the disk that refused a write may refuse this one: the last summary then stays
+            _finish(run, summary, position.records, started)
         raise
     finally:
         if board:
@@ -246,6 +244,12 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
     _finish(run, summary, position.records, started)
     view.finished(position.records, summary)
     return RunResult(run, summary)
+
+
+def _status_after(exc: BaseException) -> str:
+    """Ctrl-C, and a write the machine refused (a full disk), leave a run to resume from its last checkpoint; any
+    other error fails it (and a study starts a failed run afresh)."""
+    return "interrupted" if isinstance(exc, (KeyboardInterrupt, WriteFailed)) else "failed"
 
 
 def _finish(run: RunDir, summary: dict, records: list[dict], started: float) -> None:
