@@ -47,6 +47,7 @@ FIT_ACC = 0.95  # C3: a model "fits its training data" at this mean final train-
 # more about how far training has come than about regularization
 TIME_MARGIN = 0.05  # C4: LRN's epoch at least 5% of BN's time slower than BN's
 GROWTH = 1.10  # C4: the largest n at least 10% slower than the smallest, per implementation
+NOTES_PAIRS = ((10, 5, 30.0), (3, None, 40.0))  # C4: the note's n (depth_radius) minus n or BN (None), its seconds
 
 
 @dataclass
@@ -450,6 +451,34 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
     return _decide("C3", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), caveat)
 
 
+def _window(v: Variant) -> str:
+    """LRN's n as the study set it: TensorFlow's depth_radius (the note's n) where given, else the window size."""
+    radius, size = v.get("model.lrn.depth_radius"), v.get("model.lrn.size")
+    return f"n {radius} (window {size})" if radius is not None else f"n {size}"
+
+
+def _notes_own_pairs(group: list[Variant]) -> list[str]:
+    """The note's two timings, measured again where a study times LRN by depth_radius: n 10 against n 5 ("30 s
+    more") and n 3 against BN ("40 s more"), per implementation, with Welch intervals."""
+    bn = [v for v in _by_norm(group, "bn") if v.epoch_times()]
+    by_radius = {
+        (v.get("model.lrn.impl"), v.get("model.lrn.depth_radius")): v for v in _by_norm(group, "lrn") if v.epoch_times()
+    }
+    texts = []
+    for impl in dict.fromkeys(impl for impl, _ in by_radius):
+        for radius, against, seconds in NOTES_PAIRS:
+            mine = by_radius.get((impl, radius))
+            theirs = by_radius.get((impl, against)) if against is not None else (bn[0] if bn else None)
+            if mine and theirs:
+                diff = welch(mine.epoch_times(), theirs.epoch_times())
+                versus = f"n {against}" if against is not None else "BN"
+                texts.append(
+                    f"{group[0].study}: impl {impl}, n {radius} minus {versus} {diff.text(unit=' s')} "
+                    f"({diff.estimate / mean_std(theirs.epoch_times())[0]:+.0%}; the note: {seconds:+.0f} s)"
+                )
+    return texts
+
+
 def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "BN is cheaper to compute than LRN, and LRN's cost grows with its window n."
     thresholds = (
@@ -497,8 +526,8 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
                 small, large = by_size[min(by_size)], by_size[max(by_size)]
                 grows = _compare(
                     group[0].study,
-                    f"impl {impl}, n {max(by_size)}",
-                    f"n {min(by_size)}",
+                    f"impl {impl}, {_window(large)}",
+                    _window(small),
                     "epoch s",
                     large.epoch_times(),
                     small.epoch_times(),
@@ -516,6 +545,7 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
             "needs runs: BN and LRN timed in one study, e.g. configs/notes/timing-quick.yaml",
         )
     grows = {impl: all(flags) for impl, flags in growth.items()}
+    note_pairs = [text for group in _norm_groups(studies) for text in _notes_own_pairs(group)]
     costlier = [c.holds for c in comparisons if c.baseline == "BN"]
     extra = f" LRN cost measurably more than BN in {sum(costlier)}/{len(costlier)} LRN variants."
     extra += "".join(f" With impl {i}, epoch time {'grew' if g else 'did not grow'} with n." for i, g in grows.items())
@@ -525,6 +555,8 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
             + ", ".join(f"{i}: {'grows' if g else 'flat'}" for i, g in grows.items())
             + "."
         )
+    if note_pairs:
+        extra += f" The note's own pairs, per epoch: {'; '.join(note_pairs)}."
     reasons = {
         REPRODUCED: "LRN cost more than BN, and its cost grew with n.",
         CONDITIONAL: "Only part of the claim holds.",

@@ -60,6 +60,12 @@ class StudyFile(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="experiment.seed of each run.")
     repeats: int = Field(1, ge=1, description="Runs of each config and seed (timing studies).")
     interleave: bool = Field(False, description="Run in rounds: every variant's first repeat, then every second ...")
+    shuffle: bool = Field(
+        False,
+        description="With interleave: each round runs its variants in its own fixed random order (seeded by the "
+        "study's name and the round), so that no variant always runs first after a pause or next to the same "
+        "neighbour; timing studies use it.",
+    )
 
     @field_validator("grid")
     @classmethod
@@ -122,11 +128,15 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
             f"{path}: {planned} runs (variants x grid x seeds x repeats), more than {MAX_PLANNED_RUNS} in "
             f"one study: split it"
         )
+    if spec.shuffle and not spec.interleave:
+        raise ConfigError(f"{path}: shuffle orders the variants inside each round: it needs interleave: true")
     points = list(itertools.product(*spec.grid.values())) or [()]
     variants = spec.variants or [VariantSpec(name="base")]
+    settings = len(variants) * len(points)
     runs = []
     for v_index, variant in enumerate(variants):
-        for point in points:
+        for p_index, point in enumerate(points):
+            position = v_index * len(points) + p_index  # where this setting runs inside a round
             for s_index, seed in enumerate(spec.seeds):
                 for repeat in range(spec.repeats):
                     parts = [variant.name] if spec.variants else []
@@ -141,7 +151,11 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
                     }
                     raw_config = apply_overrides(base, [f"{k}={_yaml_scalar(v)}" for k, v in values.items()])
                     config = validate(raw_config, source=f"{path}: run {run_id}")
-                    order = (s_index, repeat, v_index) if spec.interleave else (v_index, s_index, repeat)
+                    if spec.interleave:
+                        shuffled = _round_order(name, (s_index, repeat), settings) if spec.shuffle else None
+                        order = (s_index, repeat, shuffled[position] if shuffled else position)
+                    else:  # a variant's grid points alternate seed by seed, the order studies (and --shard) always had
+                        order = (v_index, s_index, repeat)
                     runs.append((order, PlannedRun(run_id, config)))
     runs.sort(key=lambda pair: pair[0])
     seen = set()
@@ -158,6 +172,16 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
             )
         seen.add(planned.run_id)
     return Study(name, path, [run for _, run in runs])
+
+
+def _round_order(study: str, round_: tuple[int, int], settings: int) -> list[int]:
+    """Setting index -> its place in one round: a permutation that depends only on the study's name and the round,
+    so that every process and every rerun (and --shard) plans the same order."""
+    import random
+
+    places = list(range(settings))
+    random.Random(f"{study}/{round_[0]}/{round_[1]}").shuffle(places)
+    return places
 
 
 def shard(study: Study, index: int, count: int) -> Study:

@@ -120,9 +120,10 @@ class LRNConfig(_Section):
     )
     impl: Literal[IMPLS] = Field(
         "torch",
-        description="torch: PyTorch's stock LRN (cost grows with size; what the note timed); fast: lrnbn's banded "
-        "sum with a hand-written backward (cost independent of size); fused: one kernel per direction (C++ on CPU, "
-        "Triton on CUDA, built on first use; falls back to fast where it cannot be built). Same numbers.",
+        description="torch: PyTorch's stock LRN (cost grows with size, as that of TensorFlow's, which the note "
+        "timed); fast: lrnbn's banded sum with a hand-written backward (cost independent of size); fused: one "
+        "kernel per direction (C++ on CPU, Triton on CUDA, built on first use; falls back to fast where it cannot "
+        "be built). Same numbers.",
     )
 
     @model_validator(mode="before")

@@ -85,6 +85,27 @@ def timing_study(tmp_path, bn_time, torch_times: dict, fast_times: dict | None =
                 )
 
 
+def test_c4_in_the_notes_units_names_depth_radius_and_measures_the_notes_own_pairs(tmp_path):
+    # TensorFlow's convention, the note's n = depth_radius: windows 7, 11 and 21 at n 3, 5 and 10.
+    for rep in range(3):
+        make_run(tmp_path, "timing", f"bn,rep={rep}", {"model.norm": "bn"}, [0.5], [10.0 + 0.1 * rep])
+        for radius, seconds in ((3, 14.0), (5, 15.0), (10, 18.0)):
+            settings = {
+                "model.norm": "lrn",
+                "model.lrn.convention": "tensorflow",
+                "model.lrn.depth_radius": radius,
+                "model.lrn.impl": "torch",
+            }
+            make_run(tmp_path, "timing", f"n{radius},rep={rep}", settings, [0.5], [seconds + 0.1 * rep])
+    verdict = claims.claim_c4(studies(tmp_path))
+    assert any(
+        c.what == "timing: impl torch, n 10 (window 21) minus n 3 (window 7), epoch s" for c in verdict.comparisons
+    )
+    # Repeats 0, 0.1 and 0.2 s apart on every side: Welch's half-width t(0.975, 4 dof) * sqrt(2 * 0.01 / 3) = 0.23 s.
+    assert "timing: impl torch, n 10 minus n 5 +3.0 [+2.8, +3.2] s (+20%; the note: +30 s)" in verdict.reason
+    assert "timing: impl torch, n 3 minus BN +4.0 [+3.8, +4.2] s (+40%; the note: +40 s)" in verdict.reason
+
+
 def test_c4_reproduced_when_lrn_costs_more_and_grows_with_n(tmp_path):
     timing_study(tmp_path, 10.0, {1: 12.0, 5: 14.0, 10: 18.0})
     assert claims.claim_c4(studies(tmp_path)).verdict == claims.REPRODUCED

@@ -68,10 +68,33 @@ def test_plan_expands_variants_grid_seeds_and_repeats_with_readable_ids(study_fi
     assert run.train.lr == 0.03 and run.train.epochs == 2  # the study's set, then the command's --set
 
 
+def test_shuffle_runs_each_round_in_its_own_fixed_order(study_file):
+    spec = {
+        "name": "t",
+        "seeds": [0],
+        "repeats": 4,
+        "interleave": True,
+        "shuffle": True,
+        "variants": [{"name": f"v{i}", "set": {"train.lr": 0.01 * (i + 1)}} for i in range(6)],
+    }
+    ids = [r.run_id for r in load_study(study_file(spec)).runs]
+    rounds = [[run_id.split(",")[0] for run_id in ids[6 * rep : 6 * rep + 6]] for rep in range(4)]
+    # One round after the other, every variant once in each, in orders that differ between rounds.
+    assert all(run_id.endswith(f"rep={i // 6}") for i, run_id in enumerate(ids))
+    assert all(sorted(r) == [f"v{i}" for i in range(6)] for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1
+    assert [r.run_id for r in load_study(study_file(spec)).runs] == ids  # the same plan every time
+
+
 BAD_STUDIES = [
     ("empty_grid", {"grid": {}}, "empty grid and no variants"),
     ("grid_key_unknown", {"grid": {"model.nrom": ["bn"]}}, "grid: model.nrom: unknown key; did you mean model.norm?"),
     ("grid_values_empty", {"grid": {"model.norm": []}}, "grid: model.norm has no values"),
+    (
+        "shuffle_alone",
+        {"grid": {"model.norm": ["bn"]}, "shuffle": True},
+        "shuffle orders the variants inside each round",
+    ),
     (
         "variant_key_unknown",
         {"variants": [{"name": "x", "set": {"train.lrr": 1}}]},
