@@ -208,15 +208,26 @@ def report(
 def data_import(
     source: Path = typer.Argument(..., help="Folder or .tar/.tar.gz with train/<class>/* and test/<class>/* images."),
     root: Path = typer.Option(Path("data"), "--root", help="Folder for the decoded cache (data.root in configs)."),
+    max_decoded_mb: float | None = typer.Option(
+        None,
+        "--max-decoded-mb",
+        help="Refuse, before decoding, an import whose image headers add up to more than this many MB of pixels "
+        "(default 2048; it needs about three times that memory).",
+    ),
 ) -> None:
     """Decode an image folder or archive once into a cache that `dataset: imagefolder` (and `cifar10`) loads fast."""
     from rich.progress import Progress
 
-    from lrnbn.data import import_image_folder
+    from lrnbn.data import MAX_DECODED_MB, import_image_folder
 
     with Progress(transient=True) as progress:
         task = progress.add_task(f"decoding {source.name}", total=None)
-        info = import_image_folder(source, root, lambda done, total: progress.update(task, completed=done, total=total))
+        info = import_image_folder(
+            source,
+            root,
+            lambda done, total: progress.update(task, completed=done, total=total),
+            MAX_DECODED_MB if max_decoded_mb is None else max_decoded_mb,
+        )
     typer.echo(json.dumps(info, indent=2))
 
 

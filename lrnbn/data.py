@@ -12,6 +12,7 @@ import io
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,7 +220,12 @@ class _ImageEntry:
 
 # One image file of a dataset is kilobytes; a member claiming more is damage or a trap, not an image.
 MAX_IMAGE_BYTES = 16 << 20
-MAX_IMAGE_PIXELS = 4096 * 4096  # decoded before any size check: a larger image would take gigabytes
+MAX_IMAGE_PIXELS = 4096 * 4096  # checked from the header, before decoding: a larger image would take gigabytes
+MB = 1 << 20
+# What an import may decode in all (RGB bytes, the cache's size), checked from the headers before decoding: 11 times
+# CIFAR-10's 176 MB. Decoding, stacking and saving hold about three copies at once. A few MB of archive can hold
+# gigabytes of uniform pixels (a decompression bomb), each image under MAX_IMAGE_PIXELS.
+MAX_DECODED_MB = 2048
 # A damaged archive fails in many ways inside tarfile, gzip, bz2, lzma and zlib.
 ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, zlib.error)
 
@@ -271,37 +277,59 @@ def _entries_from_folder(path: Path) -> tuple[list[_ImageEntry], set[tuple[str, 
     return entries, class_dirs
 
 
-def _decode(entry: _ImageEntry) -> np.ndarray:
+@contextmanager
+def _opened(entry: _ImageEntry):
+    """The entry as a PIL image: its header is read, its pixels are decoded only when asked for."""
     from PIL import Image, UnidentifiedImageError
 
     if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(f"{entry.name}: not an image (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
     try:
         with Image.open(io.BytesIO(entry.read())) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise DataError(
-                    f"{entry.name[:120]}: {image.width}x{image.height} pixels, more than an import takes "
-                    f"({MAX_IMAGE_PIXELS} pixels per image)"
-                )
-            return np.asarray(image.convert("RGB"))
+            yield image
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{entry.name[:120]}: cannot decode image ({one_line(exc)})") from None
 
 
-def import_image_folder(source: Path, root: Path, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Decode `source` (folder or .tar/.tar.gz with train/<class>/* and test/<class>/*) into ROOT/lrnbn-imagefolder.pt.
+def _check_decoded_size(source: Path, entries: list[_ImageEntry], max_decoded_mb: float) -> None:
+    """Refuse, from the image headers alone, what would take too much memory to decode: an image over
+    MAX_IMAGE_PIXELS, more than max_decoded_mb in all, or images of different sizes. Decoding allocates what the
+    header states, so a header that lies about its data cannot take more than this counts."""
+    if not max_decoded_mb > 0:
+        raise DataError(f"--max-decoded-mb: a number of MB above 0, got {max_decoded_mb}")
+    sizes = []
+    for entry in entries:
+        with _opened(entry) as image:
+            width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DataError(
+                f"{entry.name[:120]}: {width}x{height} pixels, more than an import takes "
+                f"({MAX_IMAGE_PIXELS} pixels per image)"
+            )
+        sizes.append((width, height))
+    decoded = sum(3 * width * height for width, height in sizes)
+    if decoded > max_decoded_mb * MB:
+        raise DataError(
+            f"{source}: its {len(entries)} images would decode to {decoded / MB:,.2f} MB, more than the "
+            f"{max_decoded_mb:g} MB an import may decode; with about three times that memory free, raise the "
+            f"limit with --max-decoded-mb"
+        )
+    for entry, (width, height) in zip(entries, sizes):
+        if (width, height) != sizes[0]:
+            raise DataError(f"{entry.name}: image is {width}x{height}, others are {sizes[0][0]}x{sizes[0][1]}")
 
-    Returns a description of what was imported. Nothing is written unless every image decodes.
-    """
-    if not source.exists():
-        raise DataError(f"{source}: no such file or folder")
-    if not (source.is_dir() or source.is_file()):
-        raise DataError(f"{source}: not a folder or a regular file (a device or a pipe cannot be an archive)")
-    entries, class_dirs = _entries_from_folder(source) if source.is_dir() else _entries_from_tar(source)
+
+def _decode(entry: _ImageEntry) -> np.ndarray:
+    with _opened(entry) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _classes(source: Path, entries: list[_ImageEntry], class_dirs: set[tuple[str, str]]) -> tuple[str, ...]:
+    """The class names, sorted, once both splits are checked to hold a folder with images for each."""
     for split in ("train", "test"):
         if not any(e.split == split for e in entries) and not any(s == split for s, _ in class_dirs):
             raise DataError(f"{source}: no {split}/ split found (expected train/<class>/* and test/<class>/* images)")
-    class_dirs |= {(e.split, e.cls) for e in entries}
+    class_dirs = class_dirs | {(e.split, e.cls) for e in entries}
     classes = tuple(sorted({c for _, c in class_dirs}))
     for split in ("train", "test"):
         split_classes = {c for s, c in class_dirs if s == split}
@@ -311,20 +339,32 @@ def import_image_folder(source: Path, root: Path, progress: Callable[[int, int],
         for cls in classes:
             if not any(e.split == split and e.cls == cls for e in entries):
                 raise DataError(f"{source}: class folder {split}/{cls}/ holds no images")
+    return classes
 
+
+def import_image_folder(
+    source: Path,
+    root: Path,
+    progress: Callable[[int, int], None] | None = None,
+    max_decoded_mb: float = MAX_DECODED_MB,
+) -> dict:
+    """Decode `source` (folder or .tar/.tar.gz with train/<class>/* and test/<class>/*) into ROOT/lrnbn-imagefolder.pt.
+
+    Returns a description of what was imported. Nothing is written unless every image decodes, and nothing is
+    decoded unless the headers say it all fits in max_decoded_mb.
+    """
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    if not (source.is_dir() or source.is_file()):
+        raise DataError(f"{source}: not a folder or a regular file (a device or a pipe cannot be an archive)")
+    entries, class_dirs = _entries_from_folder(source) if source.is_dir() else _entries_from_tar(source)
+    classes = _classes(source, entries, class_dirs)
     entries.sort(key=lambda e: (e.split, classes.index(e.cls), e.name))
+    _check_decoded_size(source, entries, max_decoded_mb)
     arrays: dict[str, list[np.ndarray]] = {"train": [], "test": []}
     labels: dict[str, list[int]] = {"train": [], "test": []}
-    shape = None
     for done, entry in enumerate(entries, 1):
-        pixels = _decode(entry)
-        if shape is None:
-            shape = pixels.shape
-        elif pixels.shape != shape:
-            raise DataError(
-                f"{entry.name}: image is {pixels.shape[1]}x{pixels.shape[0]}, others are {shape[1]}x{shape[0]}"
-            )
-        arrays[entry.split].append(pixels)
+        arrays[entry.split].append(_decode(entry))
         labels[entry.split].append(classes.index(entry.cls))
         if progress:
             progress(done, len(entries))

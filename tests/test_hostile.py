@@ -1,4 +1,5 @@
-"""Hostile and damaged inputs: each ends with one line and exit 2 (or is set aside), quickly, writing nothing."""
+"""Hostile and damaged inputs: each ends with one line and exit 2 (or is set aside), quickly, writing nothing; a PNG
+whose pixel data outruns its header decodes only what the header says."""
 
 import pytest
 import torch
@@ -184,3 +185,126 @@ def test_a_pipe_as_config_a_huge_set_key_and_an_overlong_name_are_one_line(cli, 
     result = cli("train", "--config", write_config(), "--name", "n" * 300, "--runs-dir", tmp_path / "runs")
     _one_line_exit_2(result, "experiment.name: String should have at most 100 characters")
     assert len(result.stderr) < 400 and not (tmp_path / "runs").exists()
+
+
+def _deflated_zeros(n: int) -> bytes:
+    """A zlib stream of n zero bytes, made in milliseconds however large n is: raw deflate of one MB of zeros, fully
+    flushed so that it stands alone, repeated, between a zlib header and the Adler-32 of n zeros."""
+    import struct
+    import zlib
+
+    raw = zlib.compressobj(9, zlib.DEFLATED, -15)
+    megabyte = raw.compress(bytes(1 << 20)) + raw.flush(zlib.Z_FULL_FLUSH)
+    pieces, rest = divmod(n, 1 << 20)
+    tail = raw.compress(bytes(rest)) + raw.flush()
+    return b"\x78\xda" + megabyte * pieces + tail + struct.pack(">I", (n % 65521) << 16 | 1)
+
+
+def _png(width: int, height: int, pixel_data: int = 0, text_bytes: int = 0) -> bytes:
+    """An 8-bit RGB PNG written chunk by chunk, so that it can lie: the header (IHDR) says width x height, the pixel
+    data (IDAT) inflates to `pixel_data` zero bytes (0: exactly what the header needs), and a zTXt chunk to
+    `text_bytes`."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    if text_bytes:
+        png += chunk(b"zTXt", b"Comment\0\0" + _deflated_zeros(text_bytes))
+    png += chunk(b"IDAT", _deflated_zeros(pixel_data or height * (1 + 3 * width)))  # a filter byte per row
+    return png + chunk(b"IEND", b"")
+
+
+def _image_archive(tmp_path, images: dict[str, bytes]):
+    """A .tar.gz of `images` (path inside the archive -> PNG bytes), one class: what `data import` takes."""
+    import io
+    import tarfile
+
+    target = tmp_path / "bomb.tar.gz"
+    with tarfile.open(target, "w:gz") as archive:
+        for name, data in images.items():
+            member = tarfile.TarInfo(f"bomb/{name}")
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    return target
+
+
+def _never_decoded(monkeypatch):
+    """Make any decoding fail the test: a bound checked from the headers must stop the import before it."""
+    import lrnbn.data
+
+    def decode(entry):
+        raise AssertionError(f"{entry.name} was decoded")
+
+    monkeypatch.setattr(lrnbn.data, "_decode", decode)
+
+
+def test_many_medium_images_over_the_decoded_bound_are_refused_from_their_headers(cli, tmp_path, monkeypatch):
+    uniform = _png(256, 256)  # 192 KB once decoded, a few hundred bytes packed
+    images = {f"{split}/a/{i}.png": uniform for split, count in (("train", 30), ("test", 6)) for i in range(count)}
+    source = _image_archive(tmp_path, images)
+    _never_decoded(monkeypatch)
+    result = cli("data", "import", source, "--root", tmp_path / "cache", "--max-decoded-mb", "4")
+    _one_line_exit_2(
+        result,
+        f"{source}: its 36 images would decode to 6.75 MB, more than the 4 MB an import may decode; with about three "
+        f"times that memory free, raise the limit with --max-decoded-mb",
+    )
+    assert not (tmp_path / "cache").exists()
+
+
+def test_one_huge_image_under_the_pixel_limit_but_over_the_decoded_bound_is_refused(cli, tmp_path, monkeypatch):
+    source = _image_archive(tmp_path, {"train/a/huge.png": _png(4000, 4000), "test/a/0.png": _png(8, 8)})
+    _never_decoded(monkeypatch)
+    result = cli("data", "import", source, "--root", tmp_path / "cache", "--max-decoded-mb", "16")
+    _one_line_exit_2(result, "its 2 images would decode to 45.78 MB, more than the 16 MB an import may decode")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "png,option,fragment",
+    [
+        (lambda: _png(4000, 4000, pixel_data=1000), "16", "would decode to 91.55 MB, more than the 16 MB"),
+        (
+            lambda: _png(4000, 4000, pixel_data=1000),
+            None,
+            "test/a/0.png: cannot decode image (OSError: image file is trunc",
+        ),
+        (lambda: _png(5000, 5000, pixel_data=1000), None, "5000x5000 pixels, more than an import takes (16777216"),
+        (
+            lambda: _png(8, 8, text_bytes=64 << 20),
+            None,
+            "test/a/0.png: cannot decode image (ValueError: Decompressed data too large",
+        ),
+    ],
+    ids=["header-huge-bounded", "header-huge-truncated", "header-over-pixel-limit", "text-chunk-bomb"],
+)
+def test_a_png_whose_header_lies_is_refused_in_one_line(cli, tmp_path, png, option, fragment):
+    lying = png()
+    source = _image_archive(tmp_path, {"train/a/0.png": lying, "test/a/0.png": lying})
+    limit = ["--max-decoded-mb", option] if option else []
+    _one_line_exit_2(cli("data", "import", source, "--root", tmp_path / "cache", *limit), fragment)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_png_whose_pixel_data_inflates_past_its_header_decodes_only_what_the_header_says(cli, tmp_path):
+    import time
+
+    bomb = _png(32, 32, pixel_data=8 << 30)  # 8 GB of pixel data (8 MB packed) behind a 32x32 header
+    source = _image_archive(tmp_path, {"train/a/0.png": bomb, "test/a/0.png": bomb})
+    started = time.perf_counter()
+    result = cli("data", "import", source, "--root", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    # Inflating it all would take over ten seconds (0.4 s per 256 MB on a 2-core CI machine), and 8 GB if kept:
+    # the decoder stops once the header's 32x32 pixels are filled.
+    assert time.perf_counter() - started < 5
+    blob = torch.load(tmp_path / "cache" / "lrnbn-imagefolder.pt", weights_only=True)
+    assert tuple(blob["train_images"].shape) == (1, 3, 32, 32)
+
+
+def test_a_decoded_bound_that_is_not_a_positive_number_is_refused(cli, tmp_path):
+    source = _image_archive(tmp_path, {"train/a/0.png": _png(8, 8), "test/a/0.png": _png(8, 8)})
+    result = cli("data", "import", source, "--root", tmp_path / "cache", "--max-decoded-mb", "0")
+    _one_line_exit_2(result, "--max-decoded-mb: a number of MB above 0, got 0.0")
