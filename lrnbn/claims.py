@@ -1,16 +1,17 @@
 """The note's claims C1-C5 as functions from runs on disk to verdicts with their evidence.
 
-Each claim first gathers its comparisons (a difference of means over seeds or repeats with its 95% Welch interval,
-or for C5 a share of runs with its exact interval: lrnbn/stats.py, lrnbn/chance.py) and evidence rows, then decides
-with one ladder. Nothing is assumed: a verdict is computed from the
-runs it is given, names the runs and thresholds it used, and is "inconclusive" (saying which runs are missing) when
-they are not there. The thresholds are constants here, described in docs/claims.md and printed in the report.
+Each claim first gathers its comparisons (a difference of means over seeds or repeats with its 95% Welch interval
+and its Welch and permutation p, or for C5 a share of runs with its exact interval: lrnbn/stats.py,
+lrnbn/chance.py) and evidence rows, corrects the family's p-values (Holm), then decides with one ladder. Nothing is
+assumed: a verdict is computed from the runs it is given, names the runs and thresholds it used, and is
+"inconclusive" (saying which runs are missing) when they are not there. The thresholds are constants here,
+described in docs/claims.md and printed in the report.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lrnbn.chance import (
     BY_K,
@@ -29,7 +30,7 @@ from lrnbn.chance import (
 )
 from lrnbn.keys import is_norm_key
 from lrnbn.results import Variant, mean_std, probe_summary, to_target
-from lrnbn.stats import Difference, Share, shows, welch
+from lrnbn.stats import ALPHA, Difference, Share, holm, shows, welch
 
 REPRODUCED, NOT_REPRODUCED, CONDITIONAL, INCONCLUSIVE = (
     "reproduced",
@@ -47,6 +48,11 @@ FIT_ACC = 0.95  # C3: a model "fits its training data" at this mean final train-
 # more about how far training has come than about regularization
 TIME_MARGIN = 0.05  # C4: LRN's epoch at least 5% of BN's time slower than BN's
 GROWTH = 1.10  # C4: the largest n at least 10% slower than the smallest, per implementation
+# How a difference of means is decided, as every claim's thresholds say it.
+DECIDES = (
+    f"Welch's one-sided p below {ALPHA:g} (its 95% interval above 0) after Holm's correction over the claim's "
+    f"comparisons, with the exact permutation test's p beside it"
+)
 NOTES_PAIRS = ((10, 5, 30.0), (3, None, 40.0))  # C4: the note's n (depth_radius) minus n or BN (None), its seconds
 
 
@@ -68,6 +74,7 @@ class Comparison:
     refuted: bool = False  # the interval excludes the claimed effect (not merely fails to show it)
     seeds_decide: bool = True  # more seeds could decide it; False where its runs cannot (e.g. a stuck control)
     share: Share | None = None  # for a share of runs: the count behind the figure
+    p_adjusted: float = math.nan  # the difference's p after Holm's correction within the claim's family
 
     @property
     def what(self) -> str:
@@ -79,12 +86,17 @@ class Comparison:
         return self.share.text() if self.share else self.diff.text(self.scale, self.unit)
 
     def row(self) -> dict:
+        d = self.diff
         return {
             "comparison": self.what,
             "figure [95% CI]": self.figure(),
-            "n": f"{self.diff.n_a} vs {self.diff.n_b}" if not self.share else f"{self.share.runs}",
+            "n": f"{d.n_a} vs {d.n_b}" if not self.share else f"{self.share.runs}",
+            "p: Welch, permutation, Holm": ""
+            if self.share
+            else f"{d.p_welch:.2g}, {d.p_permutation:.2g}, {self.p_adjusted:.2g}",
             "minimum": f"{self.minimum * self.scale:.3g}{self.unit}",
-            "shown": "yes" if self.holds else "refuted" if self.refuted else "undecided",
+            "shown": ("yes" if self.holds else "refuted" if self.refuted else "undecided")
+            + (" (the tests disagree)" if not self.share and d.tests_disagree else ""),
         }
 
 
@@ -131,12 +143,36 @@ def _compare(
     return Comparison(study, subject, baseline, measure, diff, minimum, holds, missing, scale, unit, refuted)
 
 
+def corrected(comparisons: list[Comparison]) -> list[Comparison]:
+    """The claim's differences decided again with Holm's correction over the family (its comparisons of means):
+    with 24 comparisons in C4, a p of 0.01 no longer shows an effect on its own."""
+    family = [c for c in comparisons if not c.share]
+    adjusted = dict(zip(map(id, family), holm([c.diff.p for c in family])))
+    result = []
+    for c in comparisons:
+        if c.share:
+            result.append(c)
+            continue
+        p = adjusted[id(c)]
+        holds, missing = shows(c.diff, c.minimum, p if not math.isnan(p) else None)
+        result.append(replace(c, holds=holds, missing=missing, p_adjusted=p))
+    return result
+
+
 def _inconclusive(claim: str, statement: str, thresholds: str, reason: str, evidence=(), runs=()) -> Verdict:
     """A verdict the runs cannot give, and why (which runs are missing, or what they cannot tell)."""
     return Verdict(claim, statement, INCONCLUSIVE, reason, thresholds, [], list(evidence), list(runs))
 
 
 def _decide(claim, statement, thresholds, comparisons, reasons: dict, evidence, runs, extra: str = "") -> Verdict:
+    comparisons = corrected(comparisons)
+    doubted = [c for c in comparisons if c.holds and not c.share and c.diff.tests_disagree]
+    if doubted:
+        extra += (
+            f" {len(doubted)} of the comparisons shown {'holds' if len(doubted) == 1 else 'hold'} by Welch's t but "
+            f"not by the exact permutation test, whose smallest p is 1 / C(n_a + n_b, n_a) (1/20 at 3 seeds against "
+            f"3): with so few seeds they rest on normality; more seeds would settle them."
+        )
     if not any(c.holds or c.refuted for c in comparisons):
         # The runs neither show the claim nor rule it out: say why, and whether more seeds could change that.
         missing = "; ".join(f"{c.what} ({c.missing})" for c in comparisons)
@@ -208,8 +244,7 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
     thresholds = (
         f"per group of runs alike but in the normalization, with BN learning above chance and two or more LRN "
         f"settings: LRN's best setting minus its worst "
-        f"in final test accuracy, 95% Welch interval over seeds above 0 and the difference >= "
-        f"{100 * SENSITIVITY_MIN:.0f} points"
+        f"in final test accuracy, {DECIDES} and the difference >= {100 * SENSITIVITY_MIN:.0f} points"
     )
     comparisons, evidence, used = [], [], []
     # Within a group of runs that share every other setting (learning rate, inputs, ...), so that the spread is
@@ -269,8 +304,8 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
     statement = "BN makes training converge faster than LRN (the note: because layer input distributions stay steady)."
     thresholds = (
         f"target test accuracy {_pct(target)}; per LRN variant, its epochs to the target minus BN's in the same study "
-        f"(a seed that never reaches it counts as epochs + 1), >= {MIN_SEEDS} seeds each, 95% Welch interval above 0 "
-        f"and the difference >= {EPOCHS_MIN:g} epoch"
+        f"(interpolated between epochs; a seed that never reaches it counts as epochs + 1), >= {MIN_SEEDS} seeds "
+        f"each, {DECIDES} and the difference >= {EPOCHS_MIN:g} epoch"
     )
     comparisons, evidence, compared, unreached = [], [], [], []
     for group in _norm_groups(studies):
@@ -279,9 +314,9 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
             continue
 
         def epochs(v: Variant) -> list[float]:
-            return [to_target(r, target)[0] or len(r.metrics) + 1 for r in v.finished]
+            return [e if (e := to_target(r, target)[0]) is not None else len(r.metrics) + 1 for r in v.finished]
 
-        if not any(to_target(r, target)[0] for v in bn + lrn for r in v.finished):
+        if all(to_target(r, target)[0] is None for v in bn + lrn for r in v.finished):
             unreached.append(group[0].study)  # the target is out of reach of these runs: they cannot tell
             continue
         for v in lrn:
@@ -361,7 +396,7 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
     thresholds = (
         f"final train accuracy (training mode) minus test accuracy; per LRN variant that fits its training data "
         f"as BN does (mean final train accuracy >= {100 * FIT_ACC:.0f}% for both), its gap minus BN's, "
-        f">= {MIN_SEEDS} seeds each, 95% Welch interval above 0 and the difference >= {100 * GAP_MARGIN:.0f} point"
+        f">= {MIN_SEEDS} seeds each, {DECIDES} and the difference >= {100 * GAP_MARGIN:.0f} point"
     )
 
     def final_train_acc(v: Variant) -> float:
@@ -484,8 +519,7 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
     thresholds = (
         f"from studies that time LRN at two or more n beside BN, training-phase epoch times over repeats: per LRN "
         f"variant its time minus BN's, >= {100 * TIME_MARGIN:.0f}% of BN's; per implementation the largest n's time "
-        f"minus the smallest's, >= {100 * (GROWTH - 1):.0f}% of the smallest's; each with its 95% Welch interval "
-        f"above 0"
+        f"minus the smallest's, >= {100 * (GROWTH - 1):.0f}% of the smallest's; each {DECIDES}"
     )
     comparisons, evidence, used, growth = [], [], [], {}
     for group in _norm_groups(studies):
@@ -535,7 +569,7 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
                     unit=" s",
                 )
                 comparisons.append(grows)
-                growth.setdefault(impl, []).append(grows.holds)
+                growth.setdefault(impl, []).append(len(comparisons) - 1)  # where it sits, for after Holm
         used += group
     if not comparisons:
         return _inconclusive(
@@ -544,7 +578,8 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
             thresholds,
             "needs runs: BN and LRN timed in one study, e.g. configs/notes/timing-quick.yaml",
         )
-    grows = {impl: all(flags) for impl, flags in growth.items()}
+    comparisons = corrected(comparisons)
+    grows = {impl: all(comparisons[i].holds for i in places) for impl, places in growth.items()}
     note_pairs = [text for group in _norm_groups(studies) for text in _notes_own_pairs(group)]
     costlier = [c.holds for c in comparisons if c.baseline == "BN"]
     extra = f" LRN cost measurably more than BN in {sum(costlier)}/{len(costlier)} LRN variants."

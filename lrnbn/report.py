@@ -593,8 +593,9 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
         level=1,
         paragraphs=[
             f"{len(runs)} runs in {len(studies)} studies, read from {', '.join(map(str, paths))}. Each verdict "
-            f"rests on differences of means over seeds with their 95% Welch intervals (docs/claims.md); 'shown' "
-            f"counts the comparisons whose interval lies on the claimed side with at least the minimum effect. "
+            f"rests on differences of means over seeds with their 95% Welch intervals, decided after Holm's "
+            f"correction within the claim, with an exact permutation test beside each, or (C5) on shares of runs "
+            f"with exact intervals (docs/claims.md); 'shown' counts the comparisons that show the claimed effect. "
             f"Every verdict holds for its horizon only. Target accuracy for 'epochs to': {100 * target:.0f}%."
         ],
     )

@@ -128,13 +128,18 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def to_target(run: LoadedRun, target: float) -> tuple[int | None, float | None]:
-    """The first epoch whose test accuracy reaches `target`, and the training seconds spent until then."""
-    seconds = 0.0
+def to_target(run: LoadedRun, target: float) -> tuple[float | None, float | None]:
+    """When test accuracy first reached `target`: the epoch, interpolated linearly between the last epoch below it
+    and the first at or above it (from chance at epoch 0), and the training seconds until then, interpolated the
+    same way; (None, None) where it never did. Fractional, so that seeds crossing within the same epoch differ."""
+    chance = 1 / len(run.env.get("dataset", {}).get("classes") or [None] * 10)
+    before, seconds = chance, 0.0
     for m in run.metrics:
-        seconds += m["epoch_time_s"]
         if m["test_acc"] >= target:
-            return m["epoch"], seconds
+            part = (target - before) / (m["test_acc"] - before) if m["test_acc"] > before else 1.0
+            part = min(1.0, max(0.0, part))
+            return m["epoch"] - 1 + part, seconds + part * m["epoch_time_s"]
+        before, seconds = m["test_acc"], seconds + m["epoch_time_s"]
     return None, None
 
 

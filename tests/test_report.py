@@ -34,7 +34,7 @@ def test_report_writes_markdown_tables_plots_and_claims_from_disk(tmp_path):
     assert timing["bn"]["ratio to BN"] == "1.00"
     assert timing["torch10"]["ratio to BN"] == "1.80"
     sweep = {row["variant"]: row for row in tables["sweep"]}
-    assert sweep["k1"]["epochs to 50%"] == "3.0 (2/2)"
+    assert sweep["k1"]["epochs to 50%"] == "2.5 (2/2)"  # halfway from 45% (epoch 2) to 55% (epoch 3)
     assert sweep["k2"]["epochs to 50%"] == "never (0/2)"
     for png in ("timing-time-vs-n.png", "sweep-accuracy.png", "sweep-heatmap.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000, png
