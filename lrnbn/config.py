@@ -20,7 +20,7 @@ from lrnbn.errors import UserError
 from lrnbn.initialisation import INITS
 from lrnbn.keys import differing_keys as _differing_flat
 from lrnbn.keys import flatten, lookup
-from lrnbn.lrn import CONVENTIONS, IMPLS, REGIONS, LRNParameterError, canonical
+from lrnbn.lrn import CONVENTIONS, IMPLS, PARAMETER_BOUNDS, REGIONS, LRNParameterError, canonical
 from lrnbn.models import ARCHITECTURES
 from lrnbn.norms import NORMS
 from lrnbn.safeyaml import MAX_YAML_BYTES, load_yaml_text, shorten
@@ -107,9 +107,20 @@ class LRNConfig(_Section):
     depth_radius: int | None = Field(
         None, ge=0, le=127, description="tensorflow only: its depth_radius r, the same as size 2r+1."
     )
-    alpha: float = Field(1e-4, ge=0, description="Scale alpha, in the convention's own meaning.")
-    beta: float = Field(0.75, ge=0, description="Exponent beta.")
-    k: float = Field(1.0, gt=0, description="Additive constant k (tensorflow's and onnx's bias, cudnn's K).")
+    # Bounds shared with lrn.canonical, which refuses the same values in the Python API.
+    alpha: float = Field(
+        1e-4,
+        **PARAMETER_BOUNDS["alpha"],
+        allow_inf_nan=False,
+        description="Scale alpha, in the convention's own meaning.",
+    )
+    beta: float = Field(0.75, **PARAMETER_BOUNDS["beta"], allow_inf_nan=False, description="Exponent beta.")
+    k: float = Field(
+        1.0,
+        **PARAMETER_BOUNDS["k"],
+        allow_inf_nan=False,
+        description="Additive constant k (tensorflow's and onnx's bias, cudnn's K).",
+    )
     region: Literal[REGIONS] = Field(
         "across",
         description="across: neighbouring channels; within: Caffe's WITHIN_CHANNEL (convention caffe only), an n x n "

@@ -30,6 +30,13 @@ REGIONS = ("across", "within")
 CUDNN_MAX_N = 16
 
 
+# What every convention requires of alpha, beta and k: finite numbers in these ranges (a framework may require more:
+# cuDNN's lrnK >= 1e-5 and lrnBeta >= 0.01). alpha < 0 can make the base negative and k <= 0 divides by zero where
+# the window is dark (NaN either way); beta < 0 amplifies instead of normalizing. config.py's fields take their bounds
+# from here, so that a config and the Python API refuse the same values.
+PARAMETER_BOUNDS = {"alpha": {"ge": 0}, "beta": {"ge": 0}, "k": {"gt": 0}}
+
+
 class LRNParameterError(ValueError):
     """A parameter a framework rejects; `key` names it (size, alpha, beta, k, region)."""
 
@@ -62,6 +69,7 @@ def canonical(
         )
     if size < 1:
         raise LRNParameterError("size", f"size must be >= 1, got {size}")
+    _check_bounds(alpha=alpha, beta=beta, k=k)
     if region == "within":
         if convention != "caffe":
             raise LRNParameterError(
@@ -96,6 +104,16 @@ def canonical(
     if convention == "caffe":
         return CanonicalLRN(k, alpha / size, beta, half, half)
     return CanonicalLRN(k, alpha, beta, half, half)  # tensorflow and the AlexNet paper: alpha is not divided
+
+
+def _check_bounds(**values: float) -> None:
+    """Refuse a value that is not finite or lies outside its PARAMETER_BOUNDS."""
+    for key, value in values.items():
+        ((relation, bound),) = PARAMETER_BOUNDS[key].items()
+        inside = value >= bound if relation == "ge" else value > bound
+        if not (math.isfinite(value) and inside):
+            symbol = ">=" if relation == "ge" else ">"
+            raise LRNParameterError(key, f"{key} must be a finite number {symbol} {bound:g}, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
