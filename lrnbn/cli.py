@@ -203,6 +203,26 @@ def report(
     typer.echo(f"report: {path}")
 
 
+@app.command()
+@user_errors
+def reproduce(
+    run_dir: Path = typer.Argument(..., help="A recorded run directory (its config.yaml, env.json and metrics)."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Compare the first N epochs only (faster)."),
+    set_: list[str] | None = typer.Option(
+        None, "--set", "-s", help="A machine key only, e.g. --set data.root=PATH where the data lies elsewhere."
+    ),
+) -> None:
+    """Rerun a recorded run with its recorded config, thread count and device, and compare it epoch by epoch.
+
+    Prints "identical", or the first epoch that differs, the largest difference and what differs between the
+    recording machine and this one; exit code 0 when identical, 1 when not."""
+    from lrnbn.reproduce import reproduce as rerun
+
+    outcome = rerun(run_dir, epochs, list(set_ or []))
+    typer.echo(outcome.text(run_dir))
+    raise typer.Exit(0 if outcome.first_differing is None else EXIT_FAILED)
+
+
 @data_app.command("import")
 @user_errors
 def data_import(

@@ -41,12 +41,15 @@ class RunResult:
         return exit_code_of(self.summary["status"])
 
 
-def run_training(config: Config, runs_dir: Path, view: RunView = NullView()) -> RunResult:
-    """Start a new run in a new, timestamped directory (under torchrun: rank 0 creates it, the others follow)."""
+def run_training(
+    config: Config, runs_dir: Path, view: RunView = NullView(), until_epoch: int | None = None
+) -> RunResult:
+    """Start a new run in a new, timestamped directory (under torchrun: rank 0 creates it, the others follow).
+    `until_epoch` stops it after that epoch, interrupted and resumable, its schedule still the config's."""
     trainer = Trainer.build(config)  # every check of the input happens before anything is written
     world = trainer.world
     run = _as_seen_by(world, world.main_first(lambda: RunDir.create(runs_dir, config.experiment.name).path))
-    return bring_to_end(run, config, view, trainer)
+    return bring_to_end(run, config, view, trainer, until_epoch=until_epoch)
 
 
 def resume_training(path: Path, overrides: list[str], view: RunView = NullView()) -> RunResult:
@@ -78,6 +81,7 @@ def bring_to_end(
     view: RunView = NullView(),
     trainer: Trainer | None = None,
     restart_failed: bool = False,
+    until_epoch: int | None = None,
 ) -> RunResult:
     """Under the run's lock: an ended run (completed, diverged) is left as it is; a stopped one continues from its
     checkpoint (a failed one too, unless `restart_failed`); a directory without a run starts one. A run keeps its
@@ -97,7 +101,7 @@ def bring_to_end(
             if not (restart_failed and summary["status"] == "failed"):
                 return _resume(run, config, view)
         run.clear()
-        return _start(run, trainer or Trainer.build(config), view)
+        return _start(run, trainer or Trainer.build(config), view, until_epoch)
 
 
 def _refuse_changes(then: Config, now: Config, message: str) -> None:
@@ -118,7 +122,7 @@ def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _start(run: RunDir, trainer: Trainer, view: RunView) -> RunResult:
+def _start(run: RunDir, trainer: Trainer, view: RunView, until_epoch: int | None = None) -> RunResult:
     config = trainer.config
     run.write_config(dump_config(config))
     run.write_env(
@@ -134,7 +138,7 @@ def _start(run: RunDir, trainer: Trainer, view: RunView) -> RunResult:
         )
     )
     summary = {"status": "running", "started_at": _now(), "epochs_planned": config.train.epochs, "epochs_done": 0}
-    return _train(trainer, run, Position(), summary, view)
+    return _train(trainer, run, Position(), summary, view, until_epoch)
 
 
 def _resume(run: RunDir, config: Config, view: RunView) -> RunResult:
@@ -188,9 +192,12 @@ def _stop_requests():
             signal.signal(sig, handler)
 
 
-def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, view: RunView) -> RunResult:
+def _train(
+    trainer: Trainer, run: RunDir, position: Position, summary: dict, view: RunView, until_epoch: int | None = None
+) -> RunResult:
     config = trainer.config
     epochs = config.train.epochs
+    last = min(epochs, until_epoch or epochs)
     started = time.perf_counter()
     board = None
     try:
@@ -226,7 +233,7 @@ def _train(trainer: Trainer, run: RunDir, position: Position, summary: dict, vie
                     board.add(record)
                 view.epoch_done(record)
                 summary["epochs_done"] = epoch
-                if trainer.world.any(stop.is_set(), trainer.device) and epoch < epochs:
+                if (trainer.world.any(stop.is_set(), trainer.device) or epoch == last) and epoch < epochs:
                     summary.update(status="interrupted", stopped_at={"epoch": epoch + 1, "step": 0})
                     break
             else:
