@@ -7,7 +7,7 @@
 //
 // Work is split into tiles of TILE pixels of one image, all channels. A tile is gathered into a channel-major float
 // buffer (TILE pixels contiguous per channel) so that every loop below runs over pixels and vectorizes, whatever the
-// tensor's memory format; window sums are blocked sums in double (see sweep). Storage may be bf16;
+// tensor's memory format; window sums are blocked sums in double (see sweep). Storage may be bf16 or fp16;
 // arithmetic is in float (in double for double tensors).
 #include <torch/extension.h>
 
@@ -314,7 +314,7 @@ at::Tensor forward(const at::Tensor& x, double k, double alpha, double beta, int
   check(x, "x");
   at::Tensor y = at::empty_like(x);  // keeps x's memory format
   const Layout L = layout_of(x);
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "lrnbn_lrn_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "lrnbn_lrn_forward", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     dispatch_power(beta, [&](auto power) {
       constexpr Power p = decltype(power)::value;
@@ -332,7 +332,7 @@ at::Tensor backward(const at::Tensor& x, const at::Tensor& grad, double k, doubl
   const at::Tensor g = grad.contiguous(x.suggest_memory_format()).to(x.scalar_type());
   at::Tensor dx = at::empty_like(x);
   const Layout L = layout_of(x);
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "lrnbn_lrn_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "lrnbn_lrn_backward", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     dispatch_power(beta, [&](auto power) {
       constexpr Power p = decltype(power)::value;
