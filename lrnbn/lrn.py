@@ -132,10 +132,12 @@ def _torch_across(x: torch.Tensor, p: CanonicalLRN) -> torch.Tensor:
 
 
 def _within(x: torch.Tensor, p: CanonicalLRN) -> torch.Tensor:
-    # Caffe averages the squares over the zero-padded n x n window (divisor n^2), then scales by alpha.
+    # Caffe averages the squares over the zero-padded n x n window (divisor n^2), then scales by alpha. bf16 and fp16
+    # are computed in fp32 and rounded once, as across-channel LRN is (in their own arithmetic: up to 2 ulps off).
     n = p.window
-    mean_sq = F.avg_pool2d(x * x, n, stride=1, padding=n // 2, count_include_pad=True)
-    return x / (1 + p.alpha_eff * n * n * mean_sq).pow(p.beta)
+    xf = _at_least_fp32(x)
+    mean_sq = F.avg_pool2d(xf * xf, n, stride=1, padding=n // 2, count_include_pad=True)
+    return (xf / (1 + p.alpha_eff * n * n * mean_sq).pow(p.beta)).to(x.dtype)
 
 
 def band_matrix(channels: int, before: int, after: int, like: torch.Tensor) -> torch.Tensor:
