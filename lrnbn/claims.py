@@ -539,6 +539,7 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
                     "epochs timed": len(v.epoch_times()),
                     "mean epoch s": f"{mean:.2f} +- {std:.2f}",
                     "ratio to BN": f"{mean / bn_mean:.2f}",
+                    "epochs overlapping other work": "not recorded" if not (o := v.overlapped()) else f"{o[0]}/{o[1]}",
                 }
             )
         for v in timed:
@@ -592,6 +593,12 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
         )
     if note_pairs:
         extra += f" The note's own pairs, per epoch: {'; '.join(note_pairs)}."
+    busy = [o for v in used if (o := v.overlapped())]
+    if any(o[0] for o in busy):
+        extra += (
+            f" {sum(o[0] for o in busy)} of {sum(o[1] for o in busy)} timed epochs overlapped other work on the "
+            f"machine (load above their own threads): rerun the study alone for times that compare."
+        )
     reasons = {
         REPRODUCED: "LRN cost more than BN, and its cost grew with n.",
         CONDITIONAL: "Only part of the claim holds.",

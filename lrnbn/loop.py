@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lrnbn.distributed import World
-from lrnbn.machine import synchronize
+from lrnbn.machine import busy_during, steal_seconds, synchronize
 from lrnbn.trainer import Trainer, autocast
 
 PROGRESS_POINTS = 20  # per epoch: display updates, and where torchrun ranks agree on stopping
@@ -83,6 +83,7 @@ def train_epoch(trainer: Trainer, position: Position, stop, view, record_probe) 
     report_every = max(1, steps // PROGRESS_POINTS)
     lr = trainer.optimizer.param_groups[0]["lr"]
     synchronize(device)
+    steal_at_start = steal_seconds()
     start = time.perf_counter() - position.elapsed
     batches = trainer.train_split.train_batches(
         batch_size,
@@ -122,6 +123,7 @@ def train_epoch(trainer: Trainer, position: Position, stop, view, record_probe) 
         "epoch_time_s": epoch_time,
         "images_per_s": images / epoch_time,
         "lr": lr,
+        **busy_during(steal_at_start),
     }
 
 

@@ -91,6 +91,27 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to other guests since boot (the 'steal' column of /proc/stat's cpu line), in
+    seconds; None where the kernel does not report it."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def busy_during(start_steal: float | None) -> dict:
+    """How busy the machine was at the end of an epoch: the 1-minute load average beside this process's threads
+    (load above them is other work competing for the cores), and the steal time since `start_steal`."""
+    now = steal_seconds()
+    return {
+        "load_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "threads": torch.get_num_threads(),
+        "steal_s": round(now - start_steal, 3) if now is not None and start_steal is not None else None,
+    }
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

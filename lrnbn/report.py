@@ -40,6 +40,17 @@ def _pm(values: list[float]) -> str:
     return "n/a" if math.isnan(mean) else f"{100 * mean:.1f} +- {100 * std:.1f}%"
 
 
+def _time_ratio(v: Variant, median: float, bn_median: float) -> str:
+    """The variant's median epoch time over BN's; not given where its epochs overlapped other work on the machine
+    (a study run with --jobs 2, or beside other jobs), whose times measure the neighbours as much as the model."""
+    if math.isnan(median) or math.isnan(bn_median):
+        return "-"
+    overlap = v.overlapped()
+    if overlap and overlap[0]:
+        return f"not comparable: {overlap[0]}/{overlap[1]} epochs overlapped other work"
+    return f"{median / bn_median:.2f}"
+
+
 def study_table(variants: list[Variant], target: float) -> list[dict]:
     bn_times = [t for v in variants if v.get("model.norm") == "bn" for t in v.epoch_times()]
     bn_median = quartiles(bn_times)[1] if bn_times else math.nan
@@ -69,9 +80,7 @@ def study_table(variants: list[Variant], target: float) -> list[dict]:
                 else f"never (0/{len(reached)})",
                 f"train s to {100 * target:.0f}%": f"{sum(seconds) / len(seconds):.0f}" if seconds else "-",
                 "median epoch s": f"{median:.2f}" if not math.isnan(median) else "-",
-                "ratio to BN": f"{median / bn_median:.2f}"
-                if not (math.isnan(median) or math.isnan(bn_median))
-                else "-",
+                "ratio to BN": _time_ratio(v, median, bn_median),
                 "params": v.runs[0].env.get("model", {}).get("trainable", "?"),
                 "norm params": v.runs[0].env.get("model", {}).get("norm_trainable", "?"),
             }

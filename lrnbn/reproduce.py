@@ -42,7 +42,8 @@ class Outcome:
 
     def text(self, path: Path) -> str:
         if self.first_differing is None:
-            return f"identical: {self.epochs} epochs of {path}, every metric equal to the record"
+            epochs = f"{self.epochs} epoch" + ("s" if self.epochs != 1 else "")
+            return f"identical: {epochs} of {path}, every metric equal to the record"
         metric, epoch, size = self.largest
         where = f"; the machines differ in {', '.join(self.machine)}" if self.machine else "; on the same machine"
         return (

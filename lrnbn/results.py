@@ -25,6 +25,9 @@ def show(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+OVERLAP_LOAD = 0.5  # load average above a run's own threads that counts as other work competing for its cores
+
+
 @dataclass
 class Variant:
     study: str
@@ -62,6 +65,13 @@ class Variant:
 
     def epoch_times(self) -> list[float]:
         return [m["epoch_time_s"] for r in self.runs for m in r.metrics]
+
+    def overlapped(self) -> tuple[int, int] | None:
+        """Of its epochs that recorded the machine's load, how many overlapped other work (a 1-minute load average
+        more than OVERLAP_LOAD above the run's own threads), and how many recorded it; None where none did (runs
+        written before lrnbn recorded the load)."""
+        loads = [m["load_1m"] - m["threads"] for r in self.runs for m in r.metrics if m.get("load_1m") is not None]
+        return (sum(load > OVERLAP_LOAD for load in loads), len(loads)) if loads else None
 
     def gaps(self) -> list[float]:
         return [r.metrics[-1]["train_acc"] - r.metrics[-1]["test_acc"] for r in self.finished]

@@ -106,6 +106,26 @@ def test_c4_in_the_notes_units_names_depth_radius_and_measures_the_notes_own_pai
     assert "timing: impl torch, n 3 minus BN +4.0 [+3.8, +4.2] s (+40%; the note: +40 s)" in verdict.reason
 
 
+def test_c4_says_when_timed_epochs_overlapped_other_work_and_the_report_gives_them_no_ratio(tmp_path):
+    from lrnbn.report import study_table
+
+    timing_study(tmp_path, 10.0, {1: 12.0, 10: 18.0})
+    busy = next(r for r in find_runs([tmp_path]).runs if r.path.name == "torch10,rep=0")
+    lines = [json.loads(line) for line in (busy.path / "metrics.jsonl").read_text().splitlines()]
+    # Two threads of its own and a load of 3.2: 1.2 more runnable threads than its own, other work.
+    (busy.path / "metrics.jsonl").write_text(json.dumps({**lines[0], "load_1m": 3.2, "threads": 2}) + "\n")
+    verdict = claims.claim_c4(studies(tmp_path))
+    assert "1 of 1 timed epochs overlapped other work on the machine" in verdict.reason
+    rows = {row["variant"]: row for row in verdict.evidence}
+    assert (
+        rows["torch10"]["epochs overlapping other work"] == "1/1"
+        and rows["bn"]["epochs overlapping other work"] == "not recorded"
+    )
+    table = {row["variant"]: row for row in study_table(studies(tmp_path)["timing"], 0.5)}
+    assert table["torch10"]["ratio to BN"] == "not comparable: 1/1 epochs overlapped other work"
+    assert table["torch1"]["ratio to BN"] == "1.20"
+
+
 def test_c4_reproduced_when_lrn_costs_more_and_grows_with_n(tmp_path):
     timing_study(tmp_path, 10.0, {1: 12.0, 5: 14.0, 10: 18.0})
     assert claims.claim_c4(studies(tmp_path)).verdict == claims.REPRODUCED

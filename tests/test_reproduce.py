@@ -58,7 +58,7 @@ def test_a_differing_record_names_the_first_epoch_the_largest_difference_and_the
 
 def test_epochs_limits_the_rerun_without_changing_its_schedule(cli, recorded):
     result = cli("reproduce", recorded, "--epochs", 1)
-    assert result.exit_code == 0 and result.stdout.startswith("identical: 1 epochs")
+    assert result.exit_code == 0 and result.stdout.startswith("identical: 1 epoch of")
 
 
 def test_reproduce_changes_machine_keys_only(cli, recorded):

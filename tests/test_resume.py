@@ -15,7 +15,7 @@ from lrnbn.rundir import METRICS_FILE, RunDir
 from lrnbn.train import resume_training, run_training
 from lrnbn.views import NullView
 from tests.conftest import TINY, merged
-from tests.test_train import TIMES
+from tests.test_train import MACHINE_FIGURES
 
 # Dropout (alexnet) and augmentation both draw random numbers, so an RNG restored wrongly shows in the metrics.
 RESUMED = {
@@ -27,7 +27,7 @@ KILLS = int(os.environ.get("LRNBN_TEST_KILLS", "3"))  # the closing note's figur
 
 
 def without_times(records):
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
+    return [{k: v for k, v in r.items() if k not in MACHINE_FIGURES} for r in records]
 
 
 @pytest.fixture(scope="module")

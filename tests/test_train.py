@@ -20,7 +20,8 @@ LEARNS = {
     "train": {"epochs": 4, "lr": 0.05},
     "data": {"synthetic_train_size": 1024, "synthetic_test_size": 256},
 }
-TIMES = {"epoch_time_s", "eval_time_s", "images_per_s"}
+# Figures of the machine, not of the run: they differ between two runs of one config.
+MACHINE_FIGURES = {"epoch_time_s", "eval_time_s", "images_per_s", "load_1m", "steal_s"}
 
 
 def run(tmp_path, overrides: dict) -> RunDir:
@@ -65,6 +66,8 @@ def test_synthetic_run_learns_well_above_chance_and_leaves_a_complete_run_direct
         } <= set(r)
         assert 0 <= r["train_acc"] <= 1 and 0 <= r["test_acc"] <= 1 and r["epoch_time_s"] > 0
         assert r["images_per_s"] == pytest.approx(1024 // 32 * 32 / r["epoch_time_s"])
+        # How busy the machine was, so that a report can tell a time measured beside other work.
+        assert r["threads"] == 1 and r["load_1m"] >= 0 and (r["steal_s"] is None or r["steal_s"] >= 0)
 
     summary = run_dir.read_summary()
     assert summary["status"] == "completed" and summary["epochs_done"] == 4
@@ -76,7 +79,7 @@ def test_synthetic_run_learns_well_above_chance_and_leaves_a_complete_run_direct
 def test_same_seed_gives_identical_metrics_on_cpu_and_another_seed_does_not(tmp_path):
     def metrics(seed):
         records, _ = run(tmp_path, {"experiment": {"seed": seed}}).read_metrics()
-        return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
+        return [{k: v for k, v in r.items() if k not in MACHINE_FIGURES} for r in records]
 
     first, second, other = metrics(0), metrics(0), metrics(1)
     assert first == second
