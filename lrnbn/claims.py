@@ -11,6 +11,7 @@ described in docs/claims.md and printed in the report.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field, replace
 
 from lrnbn.chance import (
@@ -307,14 +308,15 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         f"(interpolated between epochs; a seed that never reaches it counts as epochs + 1), >= {MIN_SEEDS} seeds "
         f"each, {DECIDES} and the difference >= {EPOCHS_MIN:g} epoch"
     )
+
+    def epochs(v: Variant) -> list[float]:
+        return [e if (e := to_target(r, target)[0]) is not None else len(r.metrics) + 1 for r in v.finished]
+
     comparisons, evidence, compared, unreached = [], [], [], []
     for group in _norm_groups(studies):
         bn, lrn = _by_norm(group, "bn"), _by_norm(group, "lrn")
         if any(v.seeds() < MIN_SEEDS for v in bn + lrn):
             continue
-
-        def epochs(v: Variant) -> list[float]:
-            return [e if (e := to_target(r, target)[0]) is not None else len(r.metrics) + 1 for r in v.finished]
 
         if all(to_target(r, target)[0] is None for v in bn + lrn for r in v.finished):
             unreached.append(group[0].study)  # the target is out of reach of these runs: they cannot tell
@@ -361,29 +363,72 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
             f"needs runs: BN and LRN on the same schedule with >= {MIN_SEEDS} seeds each, e.g. "
             "configs/notes/convergence-quick.yaml",
         )
-    # The mechanism for the groups the verdict compared: elsewhere (a target out of reach, one seed) it explains
-    # nothing.
-    drifts = [c for c in (_probe_comparison(g, "output_drift") for g in compared) if c]
-    if drifts:
-        steady = all(holds for _, holds in drifts)
-        mechanism = (
-            f" Mechanism (probes): drift of the normalized layers' outputs, i.e. the next layers' inputs, per probe "
-            f"interval: {'; '.join(t for t, _ in drifts)}; "
-            + (
-                "BN's is the lowest, as the note explains."
-                if steady
-                else "BN's is not the lowest, so steadier inputs do not explain the difference here."
-            )
-        )
+    # Against no normalization, and the mechanism, for the groups the verdict compared: elsewhere (a target out of
+    # reach, one seed) they explain nothing.
+    against_none = [text for group in compared if (text := _against_none(group, epochs))]
+    mechanisms = [text for group in compared if (text := _drift_mechanism(group, epochs))]
+    extra = f" Against no normalization: {'; '.join(against_none)}." if against_none else ""
+    if mechanisms:
+        extra += f" Mechanism (probes): {'; '.join(mechanisms)}."
     else:
-        mechanism = " The mechanism (steady input distributions) is not measured by these runs (enable probes)."
+        extra += " The mechanism (steady input distributions) is not measured by these runs (enable probes)."
     reasons = {
         REPRODUCED: "BN reached the target measurably sooner than every LRN variant.",
         CONDITIONAL: "BN reached the target measurably sooner than some LRN variants, not all.",
         NOT_REPRODUCED: "BN did not reach the target measurably sooner than LRN.",
     }
     used = [v for group in compared for v in group]
-    return _decide("C2", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), mechanism)
+    return _decide("C2", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
+
+
+def _against_none(group: list[Variant], epochs) -> str | None:
+    """BN's and LRN's epochs to the target minus no normalization's: which of them is the fast or the slow one."""
+    none = [v for v in _by_norm(group, "none") if v.seeds() >= MIN_SEEDS]
+    if not none:
+        return None
+    diffs = [
+        f"{v.label} minus {none[0].label} {welch(epochs(v), epochs(none[0])).text(unit=' epochs', digits=2)}"
+        for v in group
+        if v.norm in ("bn", "lrn")
+    ]
+    return f"{group[0].study}: {', '.join(diffs)}"
+
+
+def _run_drift(run) -> float | None:
+    """A run's mean output drift of its normalized layers over its probe intervals."""
+    values = [
+        layer["output_drift"] for p in run.probes for layer in p["layers"] if layer.get("output_drift") is not None
+    ]
+    return statistics.fmean(values) if values else None
+
+
+def _drift_mechanism(group: list[Variant], epochs) -> str | None:
+    """The note's mechanism, tested: each variant's output drift (per-run means, so with intervals against BN's), and
+    whether ordering the variants by drift orders them by epochs to the target."""
+    drift = {v.label: [d for r in v.finished if (d := _run_drift(r)) is not None] for v in group}
+    bn = _by_norm(group, "bn")
+    if not bn or any(len(values) < MIN_SEEDS for values in drift.values()):
+        return None
+    bn = bn[0]
+    others = [v for v in group if v is not bn]
+    versus = [welch(drift[v.label], drift[bn.label]) for v in others]
+    means = ", ".join(f"{v.label} {statistics.fmean(drift[v.label]):.3g}" for v in group)
+    differences = ", ".join(f"{v.label} minus BN {d.text(digits=3)}" for v, d in zip(others, versus))
+    lowest = (
+        "measurably the lowest"
+        if all(d.has_interval and d.low > 0 for d in versus)
+        else "the lowest in the means, not measurably"
+        if all(d.estimate > 0 for d in versus)
+        else "not the lowest"
+    )
+    by_drift = [v.label for v in sorted(group, key=lambda v: statistics.fmean(drift[v.label]))]
+    by_speed = [v.label for v in sorted(group, key=lambda v: statistics.fmean(epochs(v)))]
+    predicts = "predicts" if by_drift == by_speed else "does not predict"
+    return (
+        f"{group[0].study}: output drift per probe interval {means} ({differences}); BN's is {lowest}; ordered by "
+        f"drift {' < '.join(by_drift)}, by epochs to the target {' < '.join(by_speed)}: drift {predicts} the speed "
+        f"order"
+    )
 
 
 def _mean_seconds(reached: list[tuple]) -> str:
