@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from lrnbn.chance import (
@@ -111,6 +112,7 @@ class Verdict:
     comparisons: list[Comparison] = field(default_factory=list)
     evidence: list[dict] = field(default_factory=list)  # rows for a table
     runs: list[str] = field(default_factory=list)  # run directories used
+    figure: str = ""  # the study plot that shows the claim (its Claim's figure)
 
     @property
     def key_comparison(self) -> Comparison | None:
@@ -791,5 +793,24 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
     return _decide("C5", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One of the note's claims: the function that judges it from the studies (and the target accuracy), and the
+    study plot that shows it best (a plot of the report's study sections: accuracy, gap, time or heatmap)."""
+
+    id: str
+    judge: Callable[[dict[str, list[Variant]], float], Verdict]
+    figure: str
+
+
+CLAIMS = (
+    Claim("C1", lambda studies, target: claim_c1(studies), "heatmap"),
+    Claim("C2", claim_c2, "accuracy"),
+    Claim("C3", lambda studies, target: claim_c3(studies), "gap"),
+    Claim("C4", lambda studies, target: claim_c4(studies), "time"),
+    Claim("C5", lambda studies, target: claim_c5(studies), "heatmap"),
+)
+
+
 def all_claims(studies: dict[str, list[Variant]], target: float) -> list[Verdict]:
-    return [claim_c1(studies), claim_c2(studies, target), claim_c3(studies), claim_c4(studies), claim_c5(studies)]
+    return [replace(claim.judge(studies, target), figure=claim.figure) for claim in CLAIMS]

@@ -526,10 +526,6 @@ def ablation_rows(variants: list[Variant]) -> tuple[list[dict], str]:
     return rows, " ".join(words)
 
 
-# Which of a study's plots shows each claim best.
-CLAIM_FIGURES = {"C1": "heatmap", "C2": "accuracy", "C3": "gap", "C4": "time", "C5": "heatmap"}
-
-
 def summary_rows(verdicts: list[Verdict], studies: dict[str, list[Variant]]) -> list[dict]:
     rows = []
     for v in verdicts:
@@ -542,6 +538,7 @@ def summary_rows(verdicts: list[Verdict], studies: dict[str, list[Variant]]) -> 
                 "verdict": v.verdict,
                 "key comparison": key.what if key else v.reason,
                 "figure [95% CI]": key.figure() if key else "-",
+                "seeds": key.row()["n"] if key else "-",
                 "shown": f"{sum(c.holds for c in v.comparisons)}/{len(v.comparisons)}" if v.comparisons else "-",
                 "horizon": "; ".join(f"{s}: {horizon(studies[s])}" for s in used if s in studies) or "-",
             }
@@ -561,7 +558,7 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
         raise UserError(f"no run directories under {', '.join(map(str, paths))}{damaged}")
     studies = group(runs)
     verdicts = all_claims(studies, target)
-    gap_studies = {c.study for v in verdicts if v.claim == "C3" for c in v.comparisons}
+    gap_studies = {c.study for v in verdicts if v.figure == "gap" for c in v.comparisons}
     tables, figures, study_sections, answers = {}, {}, [], []
     for study, variants in studies.items():
         section = Section(
@@ -615,7 +612,7 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
         study = v.key_comparison.study if v.key_comparison else None
         if study not in figures:
             study = next((Path(run).parent.name for run in v.runs if Path(run).parent.name in figures), None)
-        figure = figures.get(study, {}).get(CLAIM_FIGURES[v.claim]) if study else None
+        figure = figures.get(study, {}).get(v.figure) if study else None
         if figure and figure not in summary.images:
             summary.images.append(figure)
     if found.damaged:
