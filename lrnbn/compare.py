@@ -51,6 +51,9 @@ class VariantSpec(BaseModel):
 class StudyFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Default: the file's stem.")
+    extends: str | None = Field(
+        None, description="Another study file (relative to this one) whose keys this one starts from; set merges."
+    )
     base: str | dict = Field(description="A config path relative to the study file, or an inline config.")
     set: dict[str, Any] = Field(
         default_factory=dict, description="Dotted key -> value, applied to the base for every run."
@@ -98,8 +101,24 @@ def _check_key(key: str, where: str) -> None:
         raise ConfigError(f"{where}: {unknown_key_message(tuple(key.split('.')))}")
 
 
-def load_study(path: Path, overrides: list[str] = ()) -> Study:
+def _read_study(path: Path) -> dict:
+    """A study file's mapping; one that `extends` another starts from that one's (its base found from its own
+    folder), its own keys replacing the other's and its `set` applied on top of the other's."""
     raw = read_yaml_mapping(path, what="study file")
+    if "extends" not in raw:
+        return raw
+    parent_path = path.parent / str(raw.pop("extends"))
+    if parent_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: extends itself")
+    parent = _read_study(parent_path)
+    if isinstance(parent.get("base"), str):
+        parent["base"] = str((parent_path.parent / parent["base"]).resolve())  # absolute: found from any folder
+    parent.pop("name", None)  # a study's name is its own (default: its file's stem)
+    return {**parent, **raw, "set": {**parent.get("set", {}), **raw.get("set", {})}}
+
+
+def load_study(path: Path, overrides: list[str] = ()) -> Study:
+    raw = _read_study(path)
     try:
         spec = StudyFile.model_validate(raw)
     except ValidationError as err:

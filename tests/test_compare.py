@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from lrnbn.compare import load_study, run_state, shard, slot_devices
+from lrnbn.config import ConfigError
 from lrnbn.rundir import RunDir
 from tests.test_config import _assert_rejected
 
@@ -84,6 +85,22 @@ def test_shuffle_runs_each_round_in_its_own_fixed_order(study_file):
     assert all(sorted(r) == [f"v{i}" for i in range(6)] for r in rounds)
     assert len({tuple(r) for r in rounds}) > 1
     assert [r.run_id for r in load_study(study_file(spec)).runs] == ids  # the same plan every time
+
+
+def test_a_study_that_extends_another_keeps_its_variants_and_merges_its_set(study_file, tmp_path):
+    parent = study_file(
+        {"name": "parent", "set": {"train.lr": 0.03, "train.epochs": 2}, "variants": [{"name": "bn", "set": {}}]}
+    )
+    (tmp_path / "elsewhere").mkdir()
+    child = tmp_path / "elsewhere" / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": f"../{parent.name}", "set": {"train.epochs": 3}, "seeds": [4]}))
+    study = load_study(child)
+    (run,) = study.runs
+    assert study.name == "child" and run.run_id == "bn,seed=4"  # its own name and seeds, the parent's variants
+    assert (run.config.train.lr, run.config.train.epochs) == (0.03, 3)  # the base found from the parent's folder
+    child.write_text(yaml.safe_dump({"extends": "child.yaml"}))
+    with pytest.raises(ConfigError, match="child.yaml: extends itself"):
+        load_study(child)
 
 
 BAD_STUDIES = [
