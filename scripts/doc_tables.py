@@ -1,0 +1,169 @@
+"""The tables of docs/ that are generated from the code, printed as markdown: `python scripts/doc_tables.py [NAME]`.
+
+- `study-file`: the keys of a study file (lrnbn.compare.StudyFile and VariantSpec), for docs/studies.md.
+- `claims-constants`: the constants behind the verdicts (lrnbn/claims.py, lrnbn/chance.py and the two they share
+  from lrnbn/stats.py and lrnbn/results.py) with their values, for docs/claims.md. The meanings are written by hand:
+  this prints the ones docs/claims.md has, and "(to write)" for a new constant.
+- `machine-keys`: lrnbn.keys.MACHINE_KEYS as docs/rundir.md lists them.
+
+The config reference is `lrnbn config reference` (docs/config.md). tests/test_docs.py checks that every page holds
+what this prints.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+import types
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Modules whose top-level numeric constants are all listed in docs/claims.md, and modules whose constants may be.
+CONSTANT_MODULES = ("claims", "chance")
+SHARED_CONSTANT_MODULES = ("stats", "results")
+CONSTANTS_HEADER = "| constant | in | value | meaning |"
+
+
+def _type_name(annotation) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is dict:
+        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+    if origin in (list, tuple):
+        return f"{origin.__name__} of " + ", ".join(_type_name(a) for a in args)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping"
+    if annotation is dict:
+        return "mapping"
+    if annotation is type(None):
+        return "null"
+    if annotation is typing.Any:
+        return "any"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _rule(field) -> str:
+    parts = []
+    for meta in field.metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                parts.append(f"{symbol} {getattr(meta, attr)}")
+        if getattr(meta, "min_length", None) is not None:
+            parts.append(f"at least {meta.min_length}")
+        if getattr(meta, "pattern", None) is not None:
+            parts.append(f"matches `{meta.pattern}`")
+    return ", ".join(parts)
+
+
+def _default(field) -> str:
+    if field.is_required():
+        return "required"
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if value is None:
+        return "`null`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def study_file_table() -> str:
+    """Every key of a study file, `variants` entries' keys as `variants[].KEY`, with type, default, rule and help."""
+    from lrnbn.compare import StudyFile, VariantSpec
+
+    lines = ["| key | type | default | rule | help |", "|---|---|---|---|---|"]
+    rows = [(name, f) for name, f in StudyFile.model_fields.items()]
+    rows += [(f"variants[].{name}", f) for name, f in VariantSpec.model_fields.items()]
+    for name, field in rows:
+        kind = _type_name(field.annotation).replace("|", "\\|")
+        lines.append(f"| `{name}` | {kind} | {_default(field)} | {_rule(field)} | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
+def show_value(value) -> str:
+    """A constant as the docs write it: numbers by `:g`, a tuple as its items."""
+    if isinstance(value, tuple):
+        return ", ".join(f"({show_value(v)})" if isinstance(v, tuple) else show_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _is_number_or_numbers(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)) or value is None:
+        return True
+    return isinstance(value, tuple) and all(_is_number_or_numbers(v) for v in value)
+
+
+def numeric_constants(module: str) -> dict[str, object]:
+    """The UPPER_CASE names that lrnbn/<module>.py assigns at its top level to a number or a tuple of numbers."""
+    source = (REPO / "lrnbn" / f"{module}.py").read_text()
+    names = [
+        target.id
+        for node in ast.parse(source).body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name) and target.id.isupper()
+    ]
+    values = vars(importlib.import_module(f"lrnbn.{module}"))
+    return {name: values[name] for name in names if _is_number_or_numbers(values[name]) and values[name] is not None}
+
+
+def constants_table_rows(doc: str) -> list[tuple[str, str, str, str]]:
+    """The rows (constant, module file, value, meaning) of the constants table in a page's text."""
+    lines = doc.splitlines()
+    start = lines.index(CONSTANTS_HEADER) + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows.append((cells[0].strip("`"), cells[1].strip("`"), cells[2], cells[3]))
+    return rows
+
+
+def claims_constants_table(doc: str) -> str:
+    """The constants table with the values the code has now: every constant of CONSTANT_MODULES, then the shared
+    ones the page lists; meanings kept from the page."""
+    kept = {(name, where): (value, meaning) for name, where, value, meaning in constants_table_rows(doc)}
+    lines = [CONSTANTS_HEADER, "|---|---|---|---|"]
+    listed = [(name, where) for name, where in kept]
+    for module in CONSTANT_MODULES:
+        for name in numeric_constants(module):
+            if (name, f"{module}.py") not in kept:
+                listed.append((name, f"{module}.py"))
+    for name, where in listed:
+        module = where.removesuffix(".py")
+        value = vars(importlib.import_module(f"lrnbn.{module}")).get(name, "(missing)")
+        meaning = kept.get((name, where), ("", "(to write)"))[1]
+        lines.append(f"| `{name}` | `{where}` | {show_value(value)} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine_keys_list() -> str:
+    from lrnbn.keys import MACHINE_KEYS
+
+    return ", ".join(f"`{key}`" for key in sorted(MACHINE_KEYS))
+
+
+def main(argv: list[str]) -> None:
+    tables = {
+        "study-file": study_file_table,
+        "claims-constants": lambda: claims_constants_table((REPO / "docs" / "claims.md").read_text()),
+        "machine-keys": lambda: machine_keys_list() + "\n",
+    }
+    for name in argv or tables:
+        if name not in tables:
+            raise SystemExit(f"unknown table {name!r}; one of {', '.join(tables)}")
+        print(tables[name](), end="")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
