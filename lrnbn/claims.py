@@ -46,6 +46,7 @@ MIN_SEEDS = 2  # seeds per variant for the accuracy and convergence comparisons
 SENSITIVITY_MIN = 0.05  # C1: LRN's best setting at least 5 points of final accuracy above its worst
 EPOCHS_MIN = 0.5  # C2: LRN at least half an epoch slower than BN to the target
 GAP_MARGIN = 0.01  # C3: LRN's train-test gap at least 1 point above BN's
+FULL_FIT = 0.995  # C3: runs this close to 100% training accuracy have gaps that differ only by their test accuracy
 FIT_ACC = 0.95  # C3: a model "fits its training data" at this mean final train-mode accuracy; below, a gap says
 # more about how far training has come than about regularization
 TIME_MARGIN = 0.05  # C4: LRN's epoch at least 5% of BN's time slower than BN's
@@ -293,6 +294,8 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
             thresholds,
             "needs runs: a study with BN (learning above chance) and at least two LRN settings (k, alpha or n swept)",
         )
+    yardsticks = [text for study in dict.fromkeys(v.study for v in used) if (text := _lr_yardstick(studies[study]))]
+    extra = f" For scale, the learning rate moves the others: {'; '.join(yardsticks)}." if yardsticks else ""
     reasons = {
         REPRODUCED: "BN's normalization has trainable parameters and LRN's has none; final accuracy moves with LRN's "
         "hand-set values.",
@@ -300,7 +303,23 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
         NOT_REPRODUCED: "LRN's accuracy does not move measurably across the swept settings, so its hand-set values "
         "are not a burden here.",
     }
-    return _decide("C1", statement, thresholds, comparisons, reasons, evidence, _runs_of(used))
+    return _decide("C1", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
+
+
+def _lr_yardstick(variants: list[Variant]) -> str | None:
+    """The pre-stated contrast to LRN's sensitivity to its hand-set values: how much the learning rate alone moves
+    BN's and no normalization's final accuracy in the same study (its best lr minus its worst, Welch interval)."""
+    alike: dict[tuple, list[Variant]] = {}  # the same setting but for the learning rate
+    for v in variants:
+        if v.norm in ("bn", "none") and v.seeds() >= MIN_SEEDS:
+            rest = tuple(sorted((k, repr(x)) for k, x in v.settings.items() if k != "train.lr"))
+            alike.setdefault(rest, []).append(v)
+    texts = []
+    for group in (g for g in alike.values() if len(g) >= 2):
+        ranked = sorted(group, key=lambda v: mean_std(v.final_accs())[0])
+        diff = welch(ranked[-1].final_accs(), ranked[0].final_accs())
+        texts.append(f"{ranked[-1].label} minus {ranked[0].label} {diff.text(100, ' points')}")
+    return f"{variants[0].study}: {', '.join(texts)}" if texts else None
 
 
 def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
@@ -519,12 +538,21 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
             "configs/notes/regularization-standard.yaml",
         )
     updates = [c for c in (_probe_comparison(g, "update_ratio") for g in compared) if c]
+    memorised = [
+        g[0].study for g in compared if all(min(r.metrics[-1]["train_acc"] for r in v.finished) >= FULL_FIT for v in g)
+    ]
+    caveat = (
+        f" In {', '.join(memorised)} every run ends at >= {100 * FULL_FIT:.1f}% training accuracy, so the gap "
+        "difference is the test accuracy difference: C3 here says BN generalizes better, not why."
+        if memorised
+        else ""
+    )
     if updates:
-        caveat = f" Relative weight update per step (probes): {'; '.join(t for t, _ in updates)}; " + (
+        caveat += f" Relative weight update per step (probes): {'; '.join(t for t, _ in updates)}; " + (
             "BN's updates are the smallest." if all(h for _, h in updates) else "BN's updates are not the smallest."
         )
     else:
-        caveat = " Weight-update sizes are not measured by these runs (enable probes); the gap is the only evidence."
+        caveat += " Weight-update sizes are not measured by these runs (enable probes); the gap is the only evidence."
     reasons = {
         REPRODUCED: "BN's train-test gap is measurably smaller than every LRN variant's.",
         CONDITIONAL: "BN's gap is measurably smaller than some LRN variants' only.",

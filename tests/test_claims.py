@@ -169,6 +169,33 @@ def test_c2_compares_epochs_to_target(tmp_path, bn, lrn, expected):
     assert claims.claim_c2(studies(tmp_path), target=0.5).verdict == expected
 
 
+def test_c1_gives_bns_and_nones_sensitivity_to_the_learning_rate_beside_lrns_to_k(tmp_path):
+    for seed in (0, 1):
+        for lr, bn_acc in ((0.01, 0.6), (0.05, 0.5)):
+            settings = {"train.lr": lr, "experiment.seed": seed}
+            make_run(tmp_path, "s", f"bn,lr={lr},{seed}", {**settings, "model.norm": "bn"}, jittered([bn_acc], seed))
+            for k, acc in ((1, 0.6), (2, 0.4)):
+                lrn = {**settings, "model.norm": "lrn", "model.lrn.k": k}
+                make_run(tmp_path, "s", f"k{k},lr={lr},{seed}", lrn, jittered([acc], seed * k))
+    verdict = claims.claim_c1(studies(tmp_path))
+    # Seeds 0.6, 0.603 against 0.5, 0.503: +10 points, Welch half-width t(0.975, 2) * sqrt(2 * 0.0015^2) = 0.9.
+    assert (
+        "For scale, the learning rate moves the others: s: norm=bn,lr=0.01 minus norm=bn,lr=0.05 +10.0 [+9.1, +10.9] "
+        "points"
+    ) in verdict.reason
+
+
+def test_c3_says_when_every_run_fits_fully_so_the_gap_is_the_test_accuracy_difference(tmp_path):
+    convergence_study(tmp_path, [0.6], [0.55], bn_train=[1.0], lrn_train=[1.0])
+    verdict = claims.claim_c3(studies(tmp_path))
+    assert (
+        "In conv every run ends at >= 99.5% training accuracy, so the gap difference is the test accuracy "
+        "difference" in verdict.reason
+    )
+    convergence_study(tmp_path / "b", [0.6], [0.55], bn_train=[0.97], lrn_train=[0.99])
+    assert "gap difference is the test accuracy difference" not in claims.claim_c3(studies(tmp_path / "b")).reason
+
+
 def test_c3_compares_train_test_gaps(tmp_path):
     convergence_study(tmp_path / "a", [0.6], [0.55], bn_train=[0.97], lrn_train=[0.99])
     assert claims.claim_c3(studies(tmp_path / "a")).verdict == claims.REPRODUCED
