@@ -7,7 +7,7 @@ be bf16 or fp16; arithmetic is in fp32. Contiguous and channels_last tensors are
 (32-bit offsets: tensors up to 2^31 elements).
 
 Checked against the float64 references on CPU under Triton's interpreter (TRITON_INTERPRET=1, tests/test_lrn.py);
-`lrnbn gpu-check` runs it on a GPU.
+`python scripts/gpu_check.py` runs it on a GPU.
 """
 
 from __future__ import annotations
