@@ -17,9 +17,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lrnbn.lrn import IMPLS, local_response_norm
+from lrnbn.lrn import local_response_norm
 from lrnbn.machine import synchronize
-from lrnbn.norms import NORMS
+from lrnbn.registry import LRN_IMPLS, NORMS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -69,7 +69,7 @@ def bench_lrn(
     plain = x.detach()
 
     variants: list[tuple[str, int | None, Callable[[], None]]] = [("bn", None, _forward_backward(bn, x, grad))]
-    for impl in IMPLS:
+    for impl in LRN_IMPLS.names:
         for n in sizes:
 
             def layer(t, n=n, impl=impl):
@@ -101,7 +101,7 @@ def lrn_targets(results: list[dict]) -> dict:
     """Per implementation other than the stock one: its slowest ratio to BN, its flatness in n (slowest over
     fastest) and how many times faster than the stock layer it is at n = 5 (or the middle n)."""
     bn = next(r["median_ms"] for r in results if r["impl"] == "bn")
-    by_impl = {impl: {r["size"]: r["median_ms"] for r in results if r["impl"] == impl} for impl in IMPLS}
+    by_impl = {impl: {r["size"]: r["median_ms"] for r in results if r["impl"] == impl} for impl in LRN_IMPLS.names}
     stock = by_impl.pop("torch")
     targets = {}
     for impl, times in by_impl.items():
@@ -113,7 +113,7 @@ def lrn_targets(results: list[dict]) -> dict:
 
 
 # Every normalization, LRN once per implementation.
-TRAIN_NORMS = tuple(n for n in NORMS if n != "lrn") + tuple(f"lrn-{impl}" for impl in IMPLS)
+TRAIN_NORMS = tuple(n for n in NORMS.names if n != "lrn") + tuple(f"lrn-{impl}" for impl in LRN_IMPLS.names)
 PRECISIONS = ("fp32", "bf16")
 FORMATS = ("contiguous", "channels_last")
 

@@ -16,25 +16,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# No torch on this side (nor through lrnbn.keys): the choices and their help come from the torch-free declarations of
+# lrnbn.registry, so that reading configs and run directories (lrnbn report, config reference) never loads torch.
+from lrnbn.conventions import CONVENTIONS, PARAMETER_BOUNDS, REGIONS, LRNParameterError, canonical
 from lrnbn.errors import UserError
-from lrnbn.initialisation import INITS
 from lrnbn.keys import differing_keys as _differing_flat
 from lrnbn.keys import flatten, lookup
-from lrnbn.lrn import CONVENTIONS, IMPLS, PARAMETER_BOUNDS, REGIONS, LRNParameterError, canonical
-from lrnbn.models import ARCHITECTURES
-from lrnbn.norms import NORMS
+from lrnbn.registry import ARCHITECTURES, INITS, LRN_IMPLS, NORMS
 from lrnbn.safeyaml import MAX_YAML_BYTES, load_yaml_text, shorten
-
-
-def _choices_help(registry: dict) -> str:
-    """'name: first line of its docstring; ...': the help text of a key whose values name the entries of a registry."""
-    return (
-        "; ".join(
-            f"{name}: {(builder.__doc__ or '').strip().splitlines()[0].rstrip('.')}"
-            for name, builder in registry.items()
-        )
-        + "."
-    )
 
 
 class ConfigError(UserError):
@@ -107,7 +96,7 @@ class LRNConfig(_Section):
     depth_radius: int | None = Field(
         None, ge=0, le=127, description="tensorflow only: its depth_radius r, the same as size 2r+1."
     )
-    # Bounds shared with lrn.canonical, which refuses the same values in the Python API.
+    # Bounds shared with conventions.canonical, which refuses the same values in the Python API.
     alpha: float = Field(
         1e-4,
         **PARAMETER_BOUNDS["alpha"],
@@ -129,13 +118,7 @@ class LRNConfig(_Section):
     learnable: bool = Field(
         False, description="Learn k, alpha and beta per layer (kept positive, starting at the configured values)."
     )
-    impl: Literal[IMPLS] = Field(
-        "torch",
-        description="torch: PyTorch's stock LRN (cost grows with size, as that of TensorFlow's, which the note "
-        "timed); fast: lrnbn's banded sum with a hand-written backward (cost independent of size); fused: one "
-        "kernel per direction (C++ on CPU, Triton on CUDA, built on first use; falls back to fast where it cannot "
-        "be built). Same numbers.",
-    )
+    impl: Literal[LRN_IMPLS.names] = Field("torch", description=LRN_IMPLS.help() + " Same numbers.")
 
     @model_validator(mode="before")
     @classmethod
@@ -152,10 +135,10 @@ class LRNConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Literal[tuple(ARCHITECTURES)] = Field("alexnet", description=_choices_help(ARCHITECTURES))
+    arch: Literal[ARCHITECTURES.names] = Field("alexnet", description=ARCHITECTURES.help())
     width: float = Field(1.0, gt=0, le=8, description="Multiplier on every layer's channel count.")
-    norm: Literal[tuple(NORMS)] = Field(
-        "bn", description="Normalisation at the positions where the architecture puts LRN. " + _choices_help(NORMS)
+    norm: Literal[NORMS.names] = Field(
+        "bn", description="Normalisation at the positions where the architecture puts LRN. " + NORMS.help()
     )
     norm_affine: bool = Field(
         True,
@@ -182,7 +165,7 @@ class ModelConfig(_Section):
         description="Under torchrun: batch-norm statistics over the whole global batch (SyncBatchNorm; CUDA "
         "only) instead of each process's slice. No effect in one process or without BN.",
     )
-    init: Literal[tuple(INITS)] = Field("pytorch", description="Initial weights and biases. " + _choices_help(INITS))
+    init: Literal[INITS.names] = Field("pytorch", description="Initial weights and biases. " + INITS.help())
     init_std: Annotated[list[Annotated[float, Field(gt=0)]], Field(max_length=64)] | None = Field(
         None,
         description="init gaussian and alexnet-paper: the weights' standard deviation, one per conv/linear layer in "

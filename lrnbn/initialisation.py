@@ -1,18 +1,19 @@
 """Initial weights and biases, by name (`model.init`): PyTorch's default, Caffe's gaussian filler, the AlexNet
 paper's, and Keras's glorot-uniform.
 
-Each entry of INITS fills the conv and linear layers of a freshly built model in place; its docstring's first line is
-the help text of `model.init`. Per-layer values (`model.init_std`, `model.init_bias`) count the conv and linear
-layers in model order, as `weight_layers` lists them.
+Each builder registered in INITS fills the conv and linear layers of a freshly built model in place; lrnbn.registry
+declares its name and its help text (`model.init`). Per-layer values (`model.init_std`, `model.init_bias`) count the
+conv and linear layers in model order, as `weight_layers` lists them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from lrnbn.registry import INITS
 
 if TYPE_CHECKING:
     from lrnbn.config import ModelConfig
@@ -43,37 +44,29 @@ def _gaussian(layers: list[nn.Module], stds: list[float], biases: list[float]) -
             nn.init.constant_(layer.bias, bias)
 
 
+@INITS.register("pytorch")
 def pytorch_default(cfg: ModelConfig, layers: list[nn.Module]) -> None:
-    """PyTorch's default (Kaiming-uniform weights with a = sqrt(5), uniform biases), as the layers are built."""
+    """Nothing to do: nn.Conv2d and nn.Linear initialise themselves so when they are built."""
 
 
+@INITS.register("gaussian")
 def gaussian(cfg: ModelConfig, layers: list[nn.Module]) -> None:
-    """Caffe's gaussian filler: weights N(0, init_std^2) per layer, biases init_bias (default 0)."""
     _gaussian(layers, cfg.init_std, cfg.init_bias or [0.0] * len(layers))
 
 
+@INITS.register("alexnet-paper")
 def alexnet_paper(cfg: ModelConfig, layers: list[nn.Module]) -> None:
-    """The AlexNet paper's: weights N(0, 0.01^2) (or init_std), biases 1 on conv2, conv4, conv5 and the hidden fully
-    connected layers, 0 elsewhere (or init_bias)."""
     stds = cfg.init_std or [ALEXNET_PAPER_STD] * len(layers)
     _gaussian(layers, stds, cfg.init_bias or alexnet_paper_biases(layers))
 
 
+@INITS.register("glorot-uniform")
 @torch.no_grad()
 def glorot_uniform(cfg: ModelConfig, layers: list[nn.Module]) -> None:
-    """Keras's default: glorot-uniform weights (U(-a, a), a = sqrt(6 / (fan_in + fan_out))), biases 0."""
     for layer in layers:
         nn.init.xavier_uniform_(layer.weight)  # the same fans as Keras: channels times the kernel's area
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)
-
-
-INITS: dict[str, Callable[[ModelConfig, list[nn.Module]], None]] = {
-    "pytorch": pytorch_default,
-    "gaussian": gaussian,
-    "alexnet-paper": alexnet_paper,
-    "glorot-uniform": glorot_uniform,
-}
 
 
 def initialise(model: nn.Module, cfg: ModelConfig) -> None:

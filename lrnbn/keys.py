@@ -6,6 +6,8 @@ dotted paths (`model.lrn.k`). No torch here: the report reads runs without impor
 
 from __future__ import annotations
 
+from lrnbn.registry import NORMS
+
 # Keys that say where and how fast a run computes, not what it computes: a resumed run may change them, a stale-run
 # check ignores them, and they never split a study's variants. (train.threads and train.channels_last can change the
 # order of float sums, so a run resumed with other values is equal to an uninterrupted one only up to rounding.)
@@ -18,8 +20,6 @@ IDENTITY_KEYS = frozenset({"experiment.seed", "experiment.name"})
 
 NORM_KEY = "model.norm"
 LRN_PREFIX = "model.lrn."
-# Keys that tune one normalization only, and the norms they apply to.
-NORM_SPECIFIC = {"model.norm_affine": ("bn", "gn", "ln"), "model.gn_groups": ("gn",)}
 
 
 def lookup(config, dotted: str):
@@ -50,22 +50,31 @@ def differing_keys(saved: dict, wanted: dict) -> list[str]:
     return [k for k in keys if k not in MACHINE_KEYS and saved.get(k) != wanted.get(k)]
 
 
+def norms_owning(key: str) -> tuple[str, ...]:
+    """The normalizations that declare `key`, or a section holding it, as their own (lrnbn.registry.NORMS): the key
+    tunes those alone. Empty for every other key."""
+    return tuple(
+        choice.name
+        for choice in NORMS.choices.values()
+        if any(key == own or key.startswith(own + ".") for own in choice.owns)
+    )
+
+
 def variant_settings(flat: dict) -> dict:
     """What makes a run's setting: its flattened config without machine and identity keys, and without the keys of
     normalizations the run does not have (LRN's keys mean nothing to a BN run)."""
     norm = flat.get(NORM_KEY)
 
     def applies(key: str) -> bool:
-        if key.startswith(LRN_PREFIX):
-            return norm == "lrn"
-        return key not in NORM_SPECIFIC or norm in NORM_SPECIFIC[key]
+        owners = norms_owning(key)
+        return not owners or norm in owners
 
     return {k: v for k, v in flat.items() if k not in MACHINE_KEYS and k not in IDENTITY_KEYS and applies(k)}
 
 
 def is_norm_key(key: str) -> bool:
     """Keys that choose or tune the normalization: the keys in which a fair comparison of norms may differ."""
-    return key == NORM_KEY or key.startswith(LRN_PREFIX) or key in NORM_SPECIFIC
+    return key == NORM_KEY or bool(norms_owning(key))
 
 
 def effective_norm(settings: dict) -> str | None:

@@ -1,8 +1,8 @@
 """Local Response Normalization in every framework's terms, run as one canonical layer.
 
-Canonical form (docs/lrn-conventions.md): b_c = a_c / (k + alpha_eff * S_c)^beta, S_c = sum of a_j^2 for j in
-[c - before, c + after], channels outside 0..C-1 counting as zero. `canonical()` maps each framework's own
-parameters onto it (and rejects what that framework rejects); the two implementations then compute it:
+lrnbn.conventions maps each framework's size/alpha/beta/k onto the canonical layer (docs/lrn-conventions.md), and
+rejects what that framework rejects; the implementations here compute it, each registered under its
+`model.lrn.impl` name (lrnbn.registry.LRN_IMPLS declares the names and their help):
 
 - impl "torch": PyTorch's stock `F.local_response_norm` (an average pool over a padded copy of the squares, so its
   cost grows with the window). A window with more channels after than before is the stock window of the
@@ -18,108 +18,19 @@ Region "within" is Caffe's WITHIN_CHANNEL: an n x n spatial window of the same c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONVENTIONS = ("pytorch", "tensorflow", "caffe", "cudnn", "onnx", "alexnet-paper")
-IMPLS = ("torch", "fast", "fused")
-REGIONS = ("across", "within")
-CUDNN_MAX_N = 16
-
-
-# What every convention requires of alpha, beta and k: finite numbers in these ranges (a framework may require more:
-# cuDNN's lrnK >= 1e-5 and lrnBeta >= 0.01). alpha < 0 can make the base negative and k <= 0 divides by zero where
-# the window is dark (NaN either way); beta < 0 amplifies instead of normalizing. config.py's fields take their bounds
-# from here, so that a config and the Python API refuse the same values.
-PARAMETER_BOUNDS = {"alpha": {"ge": 0}, "beta": {"ge": 0}, "k": {"gt": 0}}
-
-
-class LRNParameterError(ValueError):
-    """A parameter a framework rejects; `key` names it (size, alpha, beta, k, region)."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
-
-
-@dataclass(frozen=True)
-class CanonicalLRN:
-    k: float
-    alpha_eff: float  # multiplies the plain sum of squares (across) or of the n x n window (within)
-    beta: float
-    before: int  # channels before c in the window (across); for within, before = after = n // 2 pixels
-    after: int
-    region: str = "across"
-
-    @property
-    def window(self) -> int:
-        return self.before + self.after + 1
-
-
-def canonical(
-    size: int, alpha: float, beta: float, k: float, convention: str = "pytorch", region: str = "across"
-) -> CanonicalLRN:
-    """Map one framework's LRN parameters onto the canonical layer; raise LRNParameterError where it refuses them."""
-    if convention not in CONVENTIONS:
-        raise LRNParameterError(
-            "convention", f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}"
-        )
-    if size < 1:
-        raise LRNParameterError("size", f"size must be >= 1, got {size}")
-    _check_bounds(alpha=alpha, beta=beta, k=k)
-    if region == "within":
-        if convention != "caffe":
-            raise LRNParameterError(
-                "region", f"region 'within' is Caffe's WITHIN_CHANNEL; set convention: caffe, not {convention}"
-            )
-        if size % 2 == 0:
-            raise LRNParameterError("size", f"Caffe's WITHIN_CHANNEL LRN needs an odd local_size, got {size}")
-        return CanonicalLRN(1.0, alpha / size**2, beta, size // 2, size // 2, "within")
-    if region != "across":
-        raise LRNParameterError("region", f"unknown region {region!r}; choose across or within")
-    if convention == "pytorch":
-        return CanonicalLRN(k, alpha / size, beta, size // 2, (size - 1) // 2)
-    if convention == "onnx":
-        return CanonicalLRN(k, alpha / size, beta, (size - 1) // 2, size // 2)
-    if convention == "cudnn":
-        if not 1 <= size <= CUDNN_MAX_N:
-            raise LRNParameterError("size", f"cuDNN accepts lrnN in 1..{CUDNN_MAX_N}, got {size}")
-        if k < 1e-5 or beta < 0.01:
-            raise LRNParameterError(
-                "k" if k < 1e-5 else "beta", f"cuDNN needs lrnK >= 1e-5 and lrnBeta >= 0.01, got K {k}, beta {beta}"
-            )
-        before = (size - 1) // 2
-        return CanonicalLRN(k, alpha / size, beta, before, size - 1 - before)
-    if size % 2 == 0:
-        why = {
-            "tensorflow": "its window is 2 * depth_radius + 1",
-            "caffe": "Caffe rejects an even local_size",
-            "alexnet-paper": "the paper's window i - n/2 .. i + n/2 holds n channels only for odd n",
-        }[convention]
-        raise LRNParameterError("size", f"{convention} needs an odd size ({why}), got {size}")
-    half = size // 2
-    if convention == "caffe":
-        return CanonicalLRN(k, alpha / size, beta, half, half)
-    return CanonicalLRN(k, alpha, beta, half, half)  # tensorflow and the AlexNet paper: alpha is not divided
-
-
-def _check_bounds(**values: float) -> None:
-    """Refuse a value that is not finite or lies outside its PARAMETER_BOUNDS."""
-    for key, value in values.items():
-        ((relation, bound),) = PARAMETER_BOUNDS[key].items()
-        inside = value >= bound if relation == "ge" else value > bound
-        if not (math.isfinite(value) and inside):
-            symbol = ">=" if relation == "ge" else ">"
-            raise LRNParameterError(key, f"{key} must be a finite number {symbol} {bound:g}, got {value}")
-
+from lrnbn.conventions import CanonicalLRN, LRNParameterError, canonical
+from lrnbn.registry import LRN_IMPLS
 
 # ---------------------------------------------------------------------------------------------------------------
 # Implementations.
 
 
+@LRN_IMPLS.register("torch")
 def _torch_across(x: torch.Tensor, p: CanonicalLRN) -> torch.Tensor:
     # The stock function's window is (size // 2 before, (size - 1) // 2 after) with alpha divided by size.
     if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and not torch.is_autocast_enabled("cpu"):
@@ -224,6 +135,18 @@ class _FastAcrossLRN(torch.autograd.Function):
         return grad.to(grad_out.dtype), None, None, None, None, None
 
 
+@LRN_IMPLS.register("fast")
+def _fast_across(x: torch.Tensor, p: CanonicalLRN) -> torch.Tensor:
+    return _FastAcrossLRN.apply(x, p.k, p.alpha_eff, p.beta, p.before, p.after)
+
+
+@LRN_IMPLS.register("fused")
+def _fused_across(x: torch.Tensor, p: CanonicalLRN) -> torch.Tensor:
+    from lrnbn import fused  # builds its kernel on first use: only runs that ask for it pay
+
+    return fused.across(x, p.k, p.alpha_eff, p.beta, p.before, p.after, fallback=lambda t: _fast_across(t, p))
+
+
 def local_response_norm(
     x: torch.Tensor,
     size: int,
@@ -242,18 +165,10 @@ def local_response_norm(
 def apply_lrn(x: torch.Tensor, p: CanonicalLRN, impl: str) -> torch.Tensor:
     if x.ndim != 4:
         raise ValueError(f"LRN expects a 4-D NCHW tensor, got {x.ndim}-D")
-    if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {', '.join(IMPLS)}")
+    across = LRN_IMPLS[impl]  # an unknown impl is refused whatever the region
     if p.region == "within":
         return _within(x, p)  # one implementation: the spatial window is small in every known net
-    if impl == "torch":
-        return _torch_across(x, p)
-    fast = lambda t: _FastAcrossLRN.apply(t, p.k, p.alpha_eff, p.beta, p.before, p.after)  # noqa: E731
-    if impl == "fused":
-        from lrnbn import fused
-
-        return fused.across(x, p.k, p.alpha_eff, p.beta, p.before, p.after, fallback=fast)
-    return fast(x)
+    return across(x, p)
 
 
 def learnable_lrn(
@@ -303,6 +218,7 @@ class LRN(nn.Module):
     ):
         super().__init__()
         self.params = canonical(size, alpha, beta, k, convention, region)
+        LRN_IMPLS[impl]  # refuse an unknown impl now, not at the first forward (learnable_lrn would take it for fast)
         self.impl = impl
         self.learnable = learnable
         if learnable:

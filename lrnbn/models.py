@@ -1,19 +1,20 @@
 """The networks: an AlexNet-style CNN for 32x32 inputs and Caffe's cifar10_full, with one norm factory.
 
-`model.norm` puts one of lrnbn.norms.NORMS after the conv layers that `model.norm_at` names: where the architecture
-had LRN, after every conv layer, or after a chosen few (the note's author: conv1, conv2, conv5). Norm layers sit
-after the ReLU by default (AlexNet's order), so that the variants differ in that one layer and nothing else.
+`model.norm` puts one of the normalizations of lrnbn.norms after the conv layers that `model.norm_at` names: where
+the architecture had LRN, after every conv layer, or after a chosen few (the note's author: conv1, conv2, conv5). Norm
+layers sit after the ReLU by default (AlexNet's order), so that the variants differ in that one layer and nothing
+else. Each architecture registers in lrnbn.registry.ARCHITECTURES, which declares its name and help (`model.arch`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from torch import nn
 
 from lrnbn.errors import UserError
 from lrnbn.norms import make_norm, norm_parameter_count
+from lrnbn.registry import ARCHITECTURES
 
 if TYPE_CHECKING:
     from lrnbn.config import ModelConfig
@@ -45,10 +46,9 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
+@ARCHITECTURES.register("alexnet")
 def alexnet(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """5 conv + 3 fully connected layers with dropout (AlexNet's layout for 32x32 inputs).
-
-    AlexNet's layout shrunk for 32x32: conv 64-192-384-256-256 (5x5, 5x5, then 3x3), overlapping 3x3/2 max
+    """AlexNet's layout shrunk for 32x32: conv 64-192-384-256-256 (5x5, 5x5, then 3x3), overlapping 3x3/2 max
     pools after conv1, conv2 and conv5, then three fully connected layers (1024-1024-classes) with dropout.
     Norm after the ReLU of conv1 and conv2, before their pools, as in the original."""
     c1, c2, c3, c4, c5 = (_scaled(c, cfg.width) for c in (64, 192, 384, 256, 256))
@@ -81,10 +81,9 @@ def alexnet(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return nn.Sequential(features, classifier)
 
 
+@ARCHITECTURES.register("cifar-full")
 def cifar_full(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """Caffe's cifar10_full (cuda-convnet's '18% error' net).
-
-    Caffe's examples/cifar10 `cifar10_full` (after cuda-convnet's '18% error' net): conv 32-32-64 5x5,
+    """Caffe's examples/cifar10 `cifar10_full` (after cuda-convnet's '18% error' net): conv 32-32-64 5x5,
     pool 3x3/2 (max, then average; Caffe rounds pool output sizes up), norm after the first two pooling
     stages, one linear layer. Caffe's order is conv-pool-relu-norm for the first stage, conv-relu-pool-norm after."""
     c1, c2, c3 = (_scaled(c, cfg.width) for c in (32, 32, 64))
@@ -107,9 +106,6 @@ def cifar_full(cfg: ModelConfig, num_classes: int) -> nn.Module:
         nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4)),
         nn.Sequential(nn.Flatten(), nn.Linear(c3 * 16, num_classes)),
     )
-
-
-ARCHITECTURES: dict[str, Callable[[ModelConfig, int], nn.Module]] = {"alexnet": alexnet, "cifar-full": cifar_full}
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:

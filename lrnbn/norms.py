@@ -1,18 +1,18 @@
 """The normalizations a model can put at its norm positions, by name (`model.norm`), and how to count them.
 
-Each entry of NORMS builds the layer for one position from the model config and the channel count; its docstring's
-first line is the help text of `model.norm`. Every layer sits in a NormSlot, so the probes and the parameter count
-find each position whatever fills it.
+Each builder registered in NORMS makes the layer for one position from the model config and the channel count;
+lrnbn.registry declares its name, its help text and the config keys it alone reads. Every layer sits in a NormSlot,
+so the probes and the parameter count find each position whatever fills it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from torch import nn
 
 from lrnbn.lrn import LRN
+from lrnbn.registry import NORMS
 
 if TYPE_CHECKING:
     from lrnbn.config import ModelConfig
@@ -29,18 +29,19 @@ class NormSlot(nn.Module):
         return self.inner(x)
 
 
+@NORMS.register("bn")
 def batch_norm(cfg: ModelConfig, channels: int) -> nn.Module:
-    """Batch Normalization (batch statistics per channel, a learned scale and shift gamma, beta)."""
     return nn.BatchNorm2d(channels, affine=cfg.norm_affine)
 
 
+@NORMS.register("gn")
 def group_norm(cfg: ModelConfig, channels: int) -> nn.Module:
-    """Group Normalization (statistics per image over groups of channels; model.gn_groups)."""
     return nn.GroupNorm(groups_for(channels, cfg.gn_groups), channels, affine=cfg.norm_affine)
 
 
+@NORMS.register("ln")
 def layer_norm(cfg: ModelConfig, channels: int) -> nn.Module:
-    """Layer Normalization over channels, height and width of each image (one group), per-channel scale and shift."""
+    # GroupNorm with one group: LayerNorm's statistics with a per-channel (not per-element) scale and shift.
     return nn.GroupNorm(1, channels, affine=cfg.norm_affine)
 
 
@@ -49,8 +50,8 @@ def groups_for(channels: int, wanted: int) -> int:
     return max(g for g in range(1, min(wanted, channels) + 1) if channels % g == 0)
 
 
+@NORMS.register("lrn")
 def local_response_norm(cfg: ModelConfig, channels: int) -> nn.Module:
-    """Local Response Normalization with the model.lrn.* parameters (hand-set, or learned with lrn.learnable)."""
     lrn = cfg.lrn
     return LRN(
         lrn.size,
@@ -64,18 +65,9 @@ def local_response_norm(cfg: ModelConfig, channels: int) -> nn.Module:
     )
 
 
+@NORMS.register("none")
 def no_norm(cfg: ModelConfig, channels: int) -> nn.Module:
-    """no normalization (an empty slot)."""
     return nn.Identity()
-
-
-NORMS: dict[str, Callable[[ModelConfig, int], nn.Module]] = {
-    "bn": batch_norm,
-    "lrn": local_response_norm,
-    "gn": group_norm,
-    "ln": layer_norm,
-    "none": no_norm,
-}
 
 
 def make_norm(cfg: ModelConfig, channels: int) -> NormSlot:

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from lrnbn.lrn import IMPLS, LRN, canonical, local_response_norm
+from lrnbn.conventions import canonical
+from lrnbn.lrn import LRN, local_response_norm
+from lrnbn.registry import LRN_IMPLS
 from tests.test_config import _assert_rejected
 
 # Per framework, from its documentation: the window [lo(c, n), hi(c, n)] before clipping to 0..C-1, and the factor
@@ -62,7 +64,7 @@ def within_reference(a: np.ndarray, size: int, alpha: float, beta: float) -> np.
 CASES = [(conv, n) for conv in DOCUMENTED for n in (1, 2, 3, 4, 5, 7, 9, 16) if not (conv in ODD_ONLY and n % 2 == 0)]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", LRN_IMPLS.names)
 @pytest.mark.parametrize("convention,size", CASES, ids=[f"{c}-n{n}" for c, n in CASES])
 def test_each_convention_matches_its_documented_formula(convention, size, impl):
     # 7 channels: n = 9 and 16 exceed the channel count; every n touches the edge channels.
@@ -74,7 +76,7 @@ def test_each_convention_matches_its_documented_formula(convention, size, impl):
 @pytest.mark.parametrize("size", [1, 3, 5])
 def test_within_channel_matches_caffes_formula(size):
     a = np.random.default_rng(size).normal(0, 3, (2, 3, 6, 7))
-    for impl in IMPLS:
+    for impl in LRN_IMPLS.names:
         got = local_response_norm(torch.from_numpy(a), size, 0.5, 0.75, convention="caffe", region="within", impl=impl)
         np.testing.assert_allclose(got.numpy(), within_reference(a, size, 0.5, 0.75), rtol=1e-10)
 
@@ -205,6 +207,12 @@ def test_the_module_reports_its_parameters_and_rejects_non_4d_input():
         layer(torch.randn(2, 3, 4))
 
 
+@pytest.mark.parametrize("learnable", [False, True])
+def test_an_unknown_impl_is_refused_when_the_layer_is_built_naming_the_choices(learnable):
+    with pytest.raises(ValueError, match="unknown impl 'cuda'; choose one of torch, fast, fused"):
+        LRN(5, impl="cuda", learnable=learnable)
+
+
 REJECTED = [
     ("caffe_even", {"convention": "caffe", "size": 4}, "model.lrn.size: caffe needs an odd size"),
     ("tensorflow_even", {"convention": "tensorflow", "size": 6}, "model.lrn.size: tensorflow needs an odd size"),
@@ -244,7 +252,7 @@ def test_tensorflow_depth_radius_is_the_window_2r_plus_1(write_config):
     assert load_config(write_config({"model": {"norm": "lrn", "lrn": config.model.lrn.model_dump()}})) == config
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", LRN_IMPLS.names)
 @pytest.mark.parametrize(
     "convention,size,region",
     [("pytorch", 5, "across"), ("onnx", 4, "across"), ("alexnet-paper", 3, "across"), ("caffe", 3, "within")],

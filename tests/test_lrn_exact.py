@@ -10,7 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrnbn.lrn import IMPLS, CanonicalLRN, apply_lrn, canonical, local_response_norm
+from lrnbn.conventions import CanonicalLRN, canonical
+from lrnbn.lrn import apply_lrn, local_response_norm
+from lrnbn.registry import LRN_IMPLS
 from tests.test_lrn import within_reference
 
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
@@ -76,7 +78,7 @@ def test_the_residue_of_a_large_square_does_not_swamp_its_neighbour():
     x = torch.full((1, 6, 1, 1), 1e-4, dtype=torch.float64)
     x[0, 0] = 1e4
     exact = 1e-4 * (1e-6 + 1e-8) ** -0.75
-    for impl in IMPLS:
+    for impl in LRN_IMPLS.names:
         for layout in LAYOUTS:
             got = local_response_norm(in_layout(x, layout), 1, 1.0, 0.75, 1e-6, convention="pytorch", impl=impl)
             assert got.flatten()[1].item() == pytest.approx(exact, rel=1e-14), (impl, layout)
@@ -84,7 +86,7 @@ def test_the_residue_of_a_large_square_does_not_swamp_its_neighbour():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", LRN_IMPLS.names)
 @pytest.mark.parametrize("convention,size", [("pytorch", 5), ("pytorch", 4), ("onnx", 4), ("tensorflow", 21)])
 def test_mixed_magnitudes_are_exact_in_values_and_gradients(impl, layout, dtype, convention, size):
     # Issue 24's inputs (normal times 10^U{-3..4}, 4x32x4x4, n 5, alpha 1, k 1e-5), and windows with more channels
@@ -98,7 +100,7 @@ def test_mixed_magnitudes_are_exact_in_values_and_gradients(impl, layout, dtype,
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", LRN_IMPLS.names)
 @settings(max_examples=20, deadline=None)
 @given(
     channels=st.integers(1, 40),
@@ -121,7 +123,7 @@ def test_window_sums_are_exact_at_any_magnitude(impl, dtype, channels, conventio
 
 @pytest.mark.parametrize("dtype", list(ROUNDING))
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", LRN_IMPLS.names)
 def test_bf16_and_fp16_are_computed_in_fp32_and_rounded_once(impl, layout, dtype):
     # Within half an ulp of the float64 result of the same inputs, plus fp32's own error (fp16 with impl fused was a
     # NotImplementedError). Magnitudes 0.1 .. 10 keep fp16's outputs and gradients away from its subnormals.
@@ -144,7 +146,7 @@ def test_within_channel_lrn_in_bf16_and_fp16_is_its_fp32_result_rounded_once(siz
     generator = torch.Generator().manual_seed(size)
     x = (torch.randn(2, 4, 9, 8, generator=generator) * 3).to(dtype)
     g = torch.randn(x.shape, generator=generator).to(dtype)
-    for impl in IMPLS:
+    for impl in LRN_IMPLS.names:
         low, wide = x.clone().requires_grad_(), x.float().requires_grad_()
         out = local_response_norm(low, size, 0.5, 0.75, convention="caffe", region="within", impl=impl)
         out32 = local_response_norm(wide, size, 0.5, 0.75, convention="caffe", region="within", impl=impl)

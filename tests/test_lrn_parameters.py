@@ -1,6 +1,6 @@
-"""The Python API refuses LRN parameters as the config does, from one rule (lrn.PARAMETER_BOUNDS, checked in
-lrn.canonical), for every convention: a ValueError naming the parameter and its valid range, before any tensor is
-computed."""
+"""The Python API refuses LRN parameters as the config does, from one rule (conventions.PARAMETER_BOUNDS, checked in
+conventions.canonical), for every convention: a ValueError naming the parameter and its valid range, before any
+tensor is computed."""
 
 import math
 
@@ -9,7 +9,8 @@ import torch
 from pydantic import ValidationError
 
 from lrnbn.config import ConfigError, LRNConfig, validate
-from lrnbn.lrn import CONVENTIONS, LRN, LRNParameterError, local_response_norm
+from lrnbn.conventions import CONVENTIONS, LRNParameterError
+from lrnbn.lrn import LRN, local_response_norm
 from tests.conftest import TINY, merged
 
 VALID = {"alpha": 1e-4, "beta": 0.75, "k": 1.0}
