@@ -118,6 +118,7 @@ class LRNConfig(_Section):
     learnable: bool = Field(
         False, description="Learn k, alpha and beta per layer (kept positive, starting at the configured values)."
     )
+    # The default decides what a saved config without this key means; the Python API (lrnbn.lrn) defaults to it too.
     impl: Literal[LRN_IMPLS.names] = Field("torch", description=LRN_IMPLS.help() + " Same numbers.")
 
     @model_validator(mode="before")

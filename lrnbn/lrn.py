@@ -156,7 +156,7 @@ def local_response_norm(
     *,
     convention: str = "pytorch",
     region: str = "across",
-    impl: str = "fast",
+    impl: str = "torch",
 ) -> torch.Tensor:
     """LRN of a 4-D NCHW tensor, with size/alpha/beta/k meaning what they mean in `convention`."""
     return apply_lrn(x, canonical(size, alpha, beta, k, convention, region), impl)
@@ -213,7 +213,7 @@ class LRN(nn.Module):
         *,
         convention: str = "pytorch",
         region: str = "across",
-        impl: str = "fast",
+        impl: str = "torch",
         learnable: bool = False,
     ):
         super().__init__()

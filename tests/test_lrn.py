@@ -2,6 +2,7 @@
 from the code under test), every implementation against the stock one (values and gradients, fp32 and bf16,
 contiguous and channels_last), the fused kernel's fallback and its Triton version, and each framework's rejections."""
 
+import inspect
 import math
 import os
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from lrnbn.config import LRNConfig
 from lrnbn.conventions import canonical
 from lrnbn.lrn import LRN, local_response_norm
 from lrnbn.registry import LRN_IMPLS
@@ -205,6 +207,13 @@ def test_the_module_reports_its_parameters_and_rejects_non_4d_input():
     assert "convention=onnx" in repr(layer) and "impl=fast" in repr(layer)
     with pytest.raises(ValueError, match="4-D NCHW"):
         layer(torch.randn(2, 3, 4))
+
+
+@pytest.mark.parametrize("api", [LRN.__init__, local_response_norm], ids=["LRN", "local_response_norm"])
+def test_the_python_api_defaults_to_what_a_config_without_the_keys_means(api):
+    parameters = inspect.signature(api).parameters
+    for name in ("alpha", "beta", "k", "convention", "region", "impl"):
+        assert parameters[name].default == getattr(LRNConfig(), name), name
 
 
 @pytest.mark.parametrize("learnable", [False, True])
