@@ -125,7 +125,6 @@ def compare(
     target: float = typer.Option(0.5, help="Test accuracy for the 'epochs to target' column."),
 ) -> None:
     """Run a study: every grid point / variant x seed x repeat, skipping finished runs; end with a comparison."""
-    from lrnbn import distributed
     from lrnbn.compare import load_study, run_state, run_study, shard
     from lrnbn.console import StudyDisplay, print_table, wide_console
     from lrnbn.report import study_table
@@ -134,11 +133,8 @@ def compare(
 
     if not 0 < target <= 1:
         raise UserError(f"--target: a test accuracy in (0, 1], got {target}")
-    if distributed.current().launched:
-        raise UserError(
-            "lrnbn compare runs each run in one process; spread a study with --jobs, --devices or "
-            "--shard, and use torchrun for `lrnbn train`"
-        )
+    if not dry_run:  # a dry run trains nothing, so it may run anywhere, and it stays torch-free
+        _refuse_torchrun()
     cuda_indices = _cuda_devices(devices) if devices else []
     plan = load_study(study, list(set_ or []))
     slice_note = ""
@@ -266,6 +262,16 @@ def config_reference() -> None:
     from lrnbn.config import reference_markdown
 
     typer.echo(reference_markdown(), nl=False)
+
+
+def _refuse_torchrun() -> None:
+    from lrnbn import distributed  # imports torch
+
+    if distributed.current().launched:
+        raise UserError(
+            "lrnbn compare runs each run in one process; spread a study with --jobs, --devices or "
+            "--shard, and use torchrun for `lrnbn train`"
+        )
 
 
 def _shard(text: str) -> tuple[int, int]:
