@@ -1,5 +1,5 @@
-"""The training loop: one epoch of steps from a position, and evaluation. Timing covers the training phase only,
-with the device synchronised before the clock is read.
+"""The training loop: one step, one epoch of steps from a position, and evaluation, side by side. Timing covers the
+training phase only, with the device synchronised before the clock is read.
 
 The loop keeps its running sums on the device and reads them (a sync) only at 20 progress points per epoch.
 Under torchrun every collective goes through World, which returns its input unchanged in one process.
@@ -70,6 +70,25 @@ class EpochMeter:
         return int(self.world.min(mine)) + 1
 
 
+def train_step(
+    trainer: Trainer, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One optimizer step on a batch: its logits, its loss (on the device, unread) and the lr it used."""
+    with autocast(trainer.device, trainer.config.train.amp):
+        logits = trainer.train_module(images)
+    loss = F.cross_entropy(logits.float(), labels)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    if trainer.probes:
+        trainer.probes.before_step()
+    trainer.optimizer.step()
+    trainer.scheduler.step()
+    if trainer.probes:
+        trainer.probes.after_step()
+    return logits, loss, lr
+
+
 def train_epoch(trainer: Trainer, position: Position, stop, view, record_probe) -> dict:
     """Train from `position` to the end of its epoch; return the epoch's training figures.
 
@@ -93,7 +112,7 @@ def train_epoch(trainer: Trainer, position: Position, stop, view, record_probe) 
         part=world.slice(batch_size),
     )
     for step, (images, labels) in enumerate(batches, start=position.step):
-        logits, loss, lr = trainer.train_step(images, labels)
+        logits, loss, lr = train_step(trainer, images, labels)
         global_step = (position.epoch - 1) * steps + step + 1
         if trainer.probes and trainer.probes.due(global_step):
             record_probe(trainer.probes.measure(global_step, position.epoch))

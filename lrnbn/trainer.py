@@ -1,5 +1,5 @@
-"""Everything one run is built from, and one optimizer step: device, data on the device, model, optimizer and
-schedule, seeded from the config; their checkpoint and its restoration.
+"""Everything one run is built from: device, data on the device, model, optimizer and schedule, seeded from the
+config; their checkpoint and its restoration. The step, the epoch and evaluation that use them are in loop.py.
 
 Built the same way for a new run and a resumed one; every check of the user's input happens in `Trainer.build`,
 before anything is written.
@@ -14,7 +14,6 @@ from functools import partial
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lrnbn import distributed, tblog
 from lrnbn.config import Config, TrainConfig
@@ -185,21 +184,21 @@ class Trainer:
             "lrn_kernel": lrn_kernel,
         }
         return cls(
-            config,
-            device,
-            dataset,
-            mean,
-            std,
-            train_split,
-            DeviceSplit(dataset.test, device, mean, std, memory_format, per_image),
-            model,
-            train_module,
-            optimizer,
-            scheduler,
-            torch.Generator().manual_seed(seed),
-            probes,
-            world,
-            compute,
+            config=config,
+            device=device,
+            dataset=dataset,
+            mean=mean,
+            std=std,
+            train_split=train_split,
+            test_split=DeviceSplit(dataset.test, device, mean, std, memory_format, per_image),
+            model=model,
+            train_module=train_module,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            data_generator=torch.Generator().manual_seed(seed),
+            probes=probes,
+            world=world,
+            compute=compute,
         )
 
     @property
@@ -208,22 +207,6 @@ class Trainer:
 
     def parameter_counts(self) -> dict:
         return count_parameters(self.model)
-
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """One optimizer step on a batch: its logits, its loss (on the device, unread) and the lr it used."""
-        with autocast(self.device, self.config.train.amp):
-            logits = self.train_module(images)
-        loss = F.cross_entropy(logits.float(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        lr = self.optimizer.param_groups[0]["lr"]
-        if self.probes:
-            self.probes.before_step()
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.probes:
-            self.probes.after_step()
-        return logits, loss, lr
 
     def checkpoint(self, position) -> dict:
         return {
@@ -241,8 +224,7 @@ class Trainer:
                     "numpy": _numpy_state_to_torch(np.random.get_state()),
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-                    "data": self.data_generator.get_state(),
-                }
+                }  # the data generator's state is the position's: the one at the start of the epoch in progress
             ),
         }
 
