@@ -19,6 +19,7 @@ from lrnbn.chance import epochs_at_chance
 from lrnbn.claims import Verdict, all_claims
 from lrnbn.errors import UserError
 from lrnbn.keys import is_norm_key
+from lrnbn.registry import NORMS
 from lrnbn.results import Variant, group, mean_std, probe_summary, quartiles, short_names, to_target, varying_keys
 from lrnbn.rundir import FILTERS_FILE, atomic_write_text, find_runs
 from lrnbn.stats import welch
@@ -466,6 +467,14 @@ def horizon(variants: list[Variant]) -> str:
     return f"{span} epoch{plural} of {sizes} training images, {', '.join(models)}, {', '.join(precision)}"
 
 
+# The ablations that pull BN and LRN apart (keys.effective_norm names the first and last), by their table label.
+BN_AND_LRN_ABLATIONS = (
+    ("BN without affine", "bn-noaffine", "after_relu"),
+    ("BN before ReLU", "bn", "before_relu"),
+    ("learnable LRN", "lrn-learnable", "after_relu"),
+)
+
+
 def _ablation_arm(variants: list[Variant], norm: str, position: str = "after_relu") -> Variant | None:
     return next(
         (
@@ -482,22 +491,17 @@ def ablation_rows(variants: list[Variant]) -> tuple[list[dict], str]:
     minus hand-set LRN's (95% Welch interval), and in words how much of BN's lead remains without BN's affine and
     how much of LRN's gap closes when its parameters learn. Empty without BN and LRN in the study."""
     lrn, bn = _ablation_arm(variants, "lrn"), _ablation_arm(variants, "bn")
-    arms = [
-        ("BN", bn),
-        ("BN without affine", _ablation_arm(variants, "bn-noaffine")),
-        ("BN before ReLU", _ablation_arm(variants, "bn", "before_relu")),
-        ("learnable LRN", _ablation_arm(variants, "lrn-learnable")),
-        ("GN", _ablation_arm(variants, "gn")),
-        ("LN", _ablation_arm(variants, "ln")),
-        ("none", _ablation_arm(variants, "none")),
-    ]
+    arms = [("BN", bn)]
+    arms += [(name, _ablation_arm(variants, norm, position)) for name, norm, position in BN_AND_LRN_ABLATIONS]
+    # Every other normalization of the registry, so that one added there shows up here unasked.
+    arms += [(norm, _ablation_arm(variants, norm)) for norm in NORMS.names if norm not in ("bn", "lrn")]
     present = [(name, v) for name, v in arms if v]
     if not (lrn and bn) or len(present) < 3:
         return [], ""
     diffs = {name: welch(v.final_accs(), lrn.final_accs()) for name, v in present}
     rows = [
         {
-            "variant": f"{name} ({v.label})",
+            "variant": name if name == v.label else f"{name} ({v.label})",
             "final test acc": _pm(v.final_accs()),
             "minus hand-set LRN [95% CI]": diffs[name].text(100, " points"),
             "seeds": v.seeds(),
