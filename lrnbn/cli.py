@@ -1,6 +1,5 @@
 """The `lrnbn` command line. Parses arguments, calls one function per command, and turns the project's own errors
-into one line on stderr and an exit code (2: bad input; 3: diverged; 74: a write the machine refused; 130:
-interrupted). No logic beyond that."""
+into one line on stderr and an exit code (lrnbn/errors.py and docs/rundir.md list them). No logic beyond that."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ RUNS_DIR/<experiment>/<YYYYmmdd-HHMMSS>-<6 hex>/
   probes.jsonl   with probes enabled: one JSON object per probe point (see probes.py)
   conv1-filters.png  with probes enabled: the first layer's filters at the end of the run
   tensorboard/   with log.tensorboard: TensorBoard event files (a view of metrics.jsonl, see tblog.py)
-  .lock          held (flock) by the process training the run, so that no second process trains it at once
+  .lock          the pid of the process training the run (which holds an flock on the run directory itself)
 
 Whole files are written atomically (temp file, fsync, rename) so a reader never sees half of one; a write the
 machine refuses (a full disk, a quota, a read-only folder) leaves the previous file and ends in WriteFailed. Readers
