@@ -457,6 +457,65 @@ def _mean_seconds(reached: list[tuple]) -> str:
     return f"{sum(seconds) / len(seconds):.0f}" if seconds else "never"
 
 
+def _final_train_acc(v: Variant) -> float:
+    return mean_std([r.metrics[-1]["train_acc"] for r in v.finished])[0]
+
+
+def _gap_row(v: Variant) -> dict:
+    mean, std = mean_std(v.gaps())
+    return {
+        "study": v.study,
+        "variant": v.label,
+        "seeds": v.seeds(),
+        "learned": v.learned(CHANCE_TOLERANCE),
+        "final train acc": _pct(_final_train_acc(v)),
+        "train-test gap": f"{100 * mean:+.1f} +- {100 * std:.1f} points",
+    }
+
+
+def _why_no_gap(stuck: list[str], underfit: list[str]) -> str:
+    """Why C3 compared no gap: LRN runs that did not fit their training data, or stayed at chance, or none ran."""
+    if underfit:
+        return (
+            f"no LRN run fits its training data as BN does (mean final train accuracy >= {100 * FIT_ACC:.0f}% for "
+            f"both; not so for {'; '.join(underfit)}), so the gap cannot show regularization: train longer on less "
+            "data, e.g. configs/notes/regularization-standard.yaml"
+        )
+    if stuck:
+        return (
+            f"the LRN runs ({'; '.join(stuck)}) stayed at chance, so there is no train-test gap to compare with "
+            "BN's: train longer"
+        )
+    return (
+        f"needs runs: BN (learning above chance) and LRN with >= {MIN_SEEDS} seeds each, e.g. "
+        "configs/notes/regularization-standard.yaml"
+    )
+
+
+def _gap_caveats(compared: list[list[Variant]]) -> str:
+    """What the gap does not show: where every run fits fully it is the test accuracy difference; and whether BN's
+    weight updates are the smallest, as the note's mechanism says."""
+    memorised = [
+        g[0].study for g in compared if all(min(r.metrics[-1]["train_acc"] for r in v.finished) >= FULL_FIT for v in g)
+    ]
+    text = (
+        f" In {', '.join(memorised)} every run ends at >= {100 * FULL_FIT:.1f}% training accuracy, so the gap "
+        "difference is the test accuracy difference: C3 here says BN generalizes better, not why."
+        if memorised
+        else ""
+    )
+    updates = [c for c in (_probe_comparison(g, "update_ratio") for g in compared) if c]
+    if not updates:
+        return (
+            text + " Weight-update sizes are not measured by these runs (enable probes); the gap is the only evidence."
+        )
+    smallest = "are the smallest" if all(h for _, h in updates) else "are not the smallest"
+    return (
+        text
+        + f" Relative weight update per step (probes): {'; '.join(t for t, _ in updates)}; BN's updates {smallest}."
+    )
+
+
 def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "BN regularizes: it keeps weights from changing abruptly (a smaller train-test gap)."
     thresholds = (
@@ -464,101 +523,32 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
         f"as BN does (mean final train accuracy >= {100 * FIT_ACC:.0f}% for both), its gap minus BN's, "
         f">= {MIN_SEEDS} seeds each, {DECIDES} and the difference >= {100 * GAP_MARGIN:.0f} point"
     )
-
-    def final_train_acc(v: Variant) -> float:
-        return mean_std([r.metrics[-1]["train_acc"] for r in v.finished])[0]
-
     comparisons, evidence, used, compared, stuck, underfit = [], [], [], [], [], []
     for group in _norm_groups(studies):
         bn = _by_norm(group, "bn")
         if any(v.seeds() < MIN_SEEDS for v in group) or not any(v.learned(CHANCE_TOLERANCE) for v in bn):
             continue  # a gap between runs that learned nothing says nothing about regularization
-        for v in group:
-            mean, std = mean_std(v.gaps())
-            final_train = final_train_acc(v)
-            evidence.append(
-                {
-                    "study": v.study,
-                    "variant": v.label,
-                    "seeds": v.seeds(),
-                    "learned": v.learned(CHANCE_TOLERANCE),
-                    "final train acc": _pct(final_train),
-                    "train-test gap": f"{100 * mean:+.1f} +- {100 * std:.1f} points",
-                }
-            )
+        evidence += [_gap_row(v) for v in group]
         for v in _by_norm(group, "lrn"):
             if not v.learned(CHANCE_TOLERANCE):
                 stuck.append(v.label)  # a variant that stayed at chance has no gap worth comparing
-            elif min(final_train_acc(bn[0]), final_train_acc(v)) < FIT_ACC:
+            elif min(_final_train_acc(bn[0]), _final_train_acc(v)) < FIT_ACC:
                 underfit.append(v.label)  # the gap shows how far training has come, not regularization
             else:
-                if group not in compared:
-                    compared.append(group)
+                compared += [group] if group not in compared else []
+                gaps = (v.gaps(), bn[0].gaps())
                 comparisons.append(
-                    _compare(
-                        v.study,
-                        v.label,
-                        bn[0].label,
-                        "train-test gap",
-                        v.gaps(),
-                        bn[0].gaps(),
-                        GAP_MARGIN,
-                        100,
-                        " points",
-                    )
+                    _compare(v.study, v.label, bn[0].label, "train-test gap", *gaps, GAP_MARGIN, 100, " points")
                 )
         used += group
-    if not comparisons and underfit:
-        return _inconclusive(
-            "C3",
-            statement,
-            thresholds,
-            f"no LRN run fits its training data as BN does (mean final train accuracy >= {100 * FIT_ACC:.0f}% for "
-            f"both; not so for {'; '.join(underfit)}), so the gap cannot show regularization: train longer on less "
-            "data, e.g. configs/notes/regularization-standard.yaml",
-            evidence,
-            _runs_of(used),
-        )
-    if not comparisons and stuck:
-        return _inconclusive(
-            "C3",
-            statement,
-            thresholds,
-            f"the LRN runs ({'; '.join(stuck)}) stayed at chance, so there is no train-test gap to compare with "
-            "BN's: train longer",
-            evidence,
-            _runs_of(used),
-        )
     if not comparisons:
-        return _inconclusive(
-            "C3",
-            statement,
-            thresholds,
-            f"needs runs: BN (learning above chance) and LRN with >= {MIN_SEEDS} seeds each, e.g. "
-            "configs/notes/regularization-standard.yaml",
-        )
-    updates = [c for c in (_probe_comparison(g, "update_ratio") for g in compared) if c]
-    memorised = [
-        g[0].study for g in compared if all(min(r.metrics[-1]["train_acc"] for r in v.finished) >= FULL_FIT for v in g)
-    ]
-    caveat = (
-        f" In {', '.join(memorised)} every run ends at >= {100 * FULL_FIT:.1f}% training accuracy, so the gap "
-        "difference is the test accuracy difference: C3 here says BN generalizes better, not why."
-        if memorised
-        else ""
-    )
-    if updates:
-        caveat += f" Relative weight update per step (probes): {'; '.join(t for t, _ in updates)}; " + (
-            "BN's updates are the smallest." if all(h for _, h in updates) else "BN's updates are not the smallest."
-        )
-    else:
-        caveat += " Weight-update sizes are not measured by these runs (enable probes); the gap is the only evidence."
+        return _inconclusive("C3", statement, thresholds, _why_no_gap(stuck, underfit), evidence, _runs_of(used))
     reasons = {
         REPRODUCED: "BN's train-test gap is measurably smaller than every LRN variant's.",
         CONDITIONAL: "BN's gap is measurably smaller than some LRN variants' only.",
         NOT_REPRODUCED: "BN's train-test gap is not measurably smaller than LRN's.",
     }
-    return _decide("C3", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), caveat)
+    return _decide("C3", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), _gap_caveats(compared))
 
 
 def _window(v: Variant) -> str:
@@ -589,6 +579,55 @@ def _notes_own_pairs(group: list[Variant]) -> list[str]:
     return texts
 
 
+def _time_row(v: Variant, bn_mean: float) -> dict:
+    mean, std = mean_std(v.epoch_times())
+    overlap = v.overlapped()
+    return {
+        "study": v.study,
+        "variant": v.label,
+        "epochs timed": len(v.epoch_times()),
+        "mean epoch s": f"{mean:.2f} +- {std:.2f}",
+        "ratio to BN": f"{mean / bn_mean:.2f}",
+        "epochs overlapping other work": f"{overlap[0]}/{overlap[1]}" if overlap else "not recorded",
+    }
+
+
+def _growth(group: list[Variant], timed: list[Variant]) -> list[tuple[str, Comparison]]:
+    """Per implementation timed at two or more n: its largest n's epoch time minus its smallest's."""
+    pairs = []
+    for impl in dict.fromkeys(v.get("model.lrn.impl") for v in timed):
+        by_size = {v.get("model.lrn.size"): v for v in timed if v.get("model.lrn.impl") == impl}
+        if len(by_size) >= 2:
+            small, large = by_size[min(by_size)], by_size[max(by_size)]
+            minimum = (GROWTH - 1) * mean_std(small.epoch_times())[0]
+            subject, times = f"impl {impl}, {_window(large)}", (large.epoch_times(), small.epoch_times())
+            pairs.append(
+                (impl, _compare(group[0].study, subject, _window(small), "epoch s", *times, minimum, unit=" s"))
+            )
+    return pairs
+
+
+def _cost_summary(comparisons: list[Comparison], growth: dict, used: list[Variant], note_pairs: list[str]) -> str:
+    """C4 in words: how many LRN variants cost more than BN, which implementations grow with n, the note's own pairs,
+    and how many timed epochs overlapped other work."""
+    grows = {impl: all(comparisons[i].holds for i in places) for impl, places in growth.items()}
+    costlier = [c.holds for c in comparisons if c.baseline == "BN"]
+    text = f" LRN cost measurably more than BN in {sum(costlier)}/{len(costlier)} LRN variants."
+    text += "".join(f" With impl {i}, epoch time {'grew' if g else 'did not grow'} with n." for i, g in grows.items())
+    if grows and any(grows.values()) and not all(grows.values()):
+        by_impl = ", ".join(f"{i}: {'grows' if g else 'flat'}" for i, g in grows.items())
+        text += f" Growth with n is a property of an implementation, not of LRN: {by_impl}."
+    if note_pairs:
+        text += f" The note's own pairs, per epoch: {'; '.join(note_pairs)}."
+    busy = [o for v in used if (o := v.overlapped())]
+    if any(o[0] for o in busy):
+        text += (
+            f" {sum(o[0] for o in busy)} of {sum(o[1] for o in busy)} timed epochs overlapped other work on the "
+            f"machine (load above their own threads): rerun the study alone for times that compare."
+        )
+    return text
+
+
 def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "BN is cheaper to compute than LRN, and LRN's cost grows with its window n."
     thresholds = (
@@ -596,7 +635,7 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
         f"variant its time minus BN's, >= {100 * TIME_MARGIN:.0f}% of BN's; per implementation the largest n's time "
         f"minus the smallest's, >= {100 * (GROWTH - 1):.0f}% of the smallest's; each {DECIDES}"
     )
-    comparisons, evidence, used, growth = [], [], [], {}
+    comparisons, evidence, used, growth, note_pairs = [], [], [], {}, []
     for group in _norm_groups(studies):
         bn = [v for v in _by_norm(group, "bn") if v.epoch_times()]
         timed = [v for v in _by_norm(group, "lrn") if v.epoch_times()]
@@ -605,75 +644,21 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
             continue
         bn_times = bn[0].epoch_times()
         bn_mean = mean_std(bn_times)[0]
-        for v in sorted(group, key=lambda v: (v.norm, str(v.get("model.lrn.impl")), v.get("model.lrn.size") or 0)):
-            mean, std = mean_std(v.epoch_times())
-            evidence.append(
-                {
-                    "study": v.study,
-                    "variant": v.label,
-                    "epochs timed": len(v.epoch_times()),
-                    "mean epoch s": f"{mean:.2f} +- {std:.2f}",
-                    "ratio to BN": f"{mean / bn_mean:.2f}",
-                    "epochs overlapping other work": "not recorded" if not (o := v.overlapped()) else f"{o[0]}/{o[1]}",
-                }
-            )
+        order = sorted(group, key=lambda v: (v.norm, str(v.get("model.lrn.impl")), v.get("model.lrn.size") or 0))
+        evidence += [_time_row(v, bn_mean) for v in order]
         for v in timed:
-            comparisons.append(
-                _compare(
-                    v.study,
-                    v.label,
-                    "BN",
-                    "epoch s",
-                    v.epoch_times(),
-                    bn_times,
-                    TIME_MARGIN * bn_mean,
-                    unit=" s",
-                )
-            )
-        for impl in dict.fromkeys(v.get("model.lrn.impl") for v in timed):
-            by_size = {v.get("model.lrn.size"): v for v in timed if v.get("model.lrn.impl") == impl}
-            if len(by_size) >= 2:
-                small, large = by_size[min(by_size)], by_size[max(by_size)]
-                grows = _compare(
-                    group[0].study,
-                    f"impl {impl}, {_window(large)}",
-                    _window(small),
-                    "epoch s",
-                    large.epoch_times(),
-                    small.epoch_times(),
-                    (GROWTH - 1) * mean_std(small.epoch_times())[0],
-                    unit=" s",
-                )
-                comparisons.append(grows)
-                growth.setdefault(impl, []).append(len(comparisons) - 1)  # where it sits, for after Holm
+            costs = (v.epoch_times(), bn_times)
+            comparisons.append(_compare(v.study, v.label, "BN", "epoch s", *costs, TIME_MARGIN * bn_mean, unit=" s"))
+        for impl, grows in _growth(group, timed):
+            comparisons.append(grows)
+            growth.setdefault(impl, []).append(len(comparisons) - 1)  # where it sits, for after Holm
+        note_pairs += _notes_own_pairs(group)
         used += group
     if not comparisons:
-        return _inconclusive(
-            "C4",
-            statement,
-            thresholds,
-            "needs runs: BN and LRN timed in one study, e.g. configs/notes/timing-quick.yaml",
-        )
+        needs = "needs runs: BN and LRN timed in one study, e.g. configs/notes/timing-quick.yaml"
+        return _inconclusive("C4", statement, thresholds, needs)
     comparisons = corrected(comparisons)
-    grows = {impl: all(comparisons[i].holds for i in places) for impl, places in growth.items()}
-    note_pairs = [text for group in _norm_groups(studies) for text in _notes_own_pairs(group)]
-    costlier = [c.holds for c in comparisons if c.baseline == "BN"]
-    extra = f" LRN cost measurably more than BN in {sum(costlier)}/{len(costlier)} LRN variants."
-    extra += "".join(f" With impl {i}, epoch time {'grew' if g else 'did not grow'} with n." for i, g in grows.items())
-    if grows and any(grows.values()) and not all(grows.values()):
-        extra += (
-            " Growth with n is a property of an implementation, not of LRN: "
-            + ", ".join(f"{i}: {'grows' if g else 'flat'}" for i, g in grows.items())
-            + "."
-        )
-    if note_pairs:
-        extra += f" The note's own pairs, per epoch: {'; '.join(note_pairs)}."
-    busy = [o for v in used if (o := v.overlapped())]
-    if any(o[0] for o in busy):
-        extra += (
-            f" {sum(o[0] for o in busy)} of {sum(o[1] for o in busy)} timed epochs overlapped other work on the "
-            f"machine (load above their own threads): rerun the study alone for times that compare."
-        )
+    extra = _cost_summary(comparisons, growth, used, note_pairs)
     reasons = {
         REPRODUCED: "LRN cost more than BN, and its cost grew with n.",
         CONDITIONAL: "Only part of the claim holds.",

@@ -550,6 +550,41 @@ def summary_rows(verdicts: list[Verdict], studies: dict[str, list[Variant]]) -> 
     return rows
 
 
+def _study_section(study: str, variants: list[Variant], out: Path, target: float, gap: bool):
+    """One study's section: its table, its plots (by name, for the summary to pick from), its ablations (and their
+    answer in words) and its probes."""
+    section = Section(
+        f"Study {study}",
+        paragraphs=[f"Dataset: {_dataset(variants)}. Machine: {_machine(variants)}. Horizon: {horizon(variants)}."],
+    )
+    section.tables.append(study_table(variants, target))
+    plots = {
+        "accuracy": plot_accuracy(study, variants, out),
+        "time": plot_time_vs_n(study, variants, out),
+        "heatmap": plot_heatmap(study, variants, out),
+        "gap": plot_gap(study, [v for v in variants if v.finished], out) if gap else None,
+    }
+    figures = {name: path for name, path in plots.items() if path}
+    section.images += list(figures.values())
+    ablations, answer = ablation_rows(variants)
+    if ablations:
+        section.paragraphs.append(f"*Ablations (C1, C2):* {answer}")
+        section.tables.append(ablations)
+    probes = probe_table(variants)
+    if probes:
+        section.paragraphs.append(
+            "Probes (see lrnbn/probes.py): drift is the mean shift of a normalized layer's "
+            "per-channel means between probe points, in units of the earlier std."
+        )
+        section.tables.append(probes)
+        section.images += plot_probes(study, variants, out)
+        grids, text = filter_grids(study, variants, out)
+        if grids:
+            section.paragraphs.append(text)
+            section.images += grids
+    return section, figures, answer
+
+
 def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Section], list[Verdict], dict, list]:
     """The report: a one-screen summary (each claim's verdict, its key difference with its interval, the horizon,
     the plot that shows it), then each claim's comparisons and evidence, then each study's tables and plots."""
@@ -565,37 +600,9 @@ def build_sections(paths: list[Path], out: Path, target: float) -> tuple[list[Se
     gap_studies = {c.study for v in verdicts if v.figure == "gap" for c in v.comparisons}
     tables, figures, study_sections, answers = {}, {}, [], []
     for study, variants in studies.items():
-        section = Section(
-            f"Study {study}",
-            paragraphs=[f"Dataset: {_dataset(variants)}. Machine: {_machine(variants)}. Horizon: {horizon(variants)}."],
-        )
-        tables[study] = study_table(variants, target)
-        section.tables.append(tables[study])
-        plots = {
-            "accuracy": plot_accuracy(study, variants, out),
-            "time": plot_time_vs_n(study, variants, out),
-            "heatmap": plot_heatmap(study, variants, out),
-            "gap": plot_gap(study, [v for v in variants if v.finished], out) if study in gap_studies else None,
-        }
-        figures[study] = {name: path for name, path in plots.items() if path}
-        section.images += list(figures[study].values())
-        ablations, answer = ablation_rows(variants)
-        if ablations:
-            section.paragraphs.append(f"*Ablations (C1, C2):* {answer}")
-            answers.append(f"*Ablations in {study}:* {answer}")
-            section.tables.append(ablations)
-        probes = probe_table(variants)
-        if probes:
-            section.paragraphs.append(
-                "Probes (see lrnbn/probes.py): drift is the mean shift of a normalized layer's "
-                "per-channel means between probe points, in units of the earlier std."
-            )
-            section.tables.append(probes)
-            section.images += plot_probes(study, variants, out)
-            grids, text = filter_grids(study, variants, out)
-            if grids:
-                section.paragraphs.append(text)
-                section.images += grids
+        section, figures[study], answer = _study_section(study, variants, out, target, study in gap_studies)
+        tables[study] = section.tables[0]
+        answers += [f"*Ablations in {study}:* {answer}"] if answer else []
         study_sections.append(section)
 
     summary = Section(
