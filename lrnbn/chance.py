@@ -61,7 +61,7 @@ def probe_chance_bar(run, chance: float) -> float | None:
     images (about 6 points on 256). None where the batch is not trusted with it: not recorded in env.json's
     probe_batch, or one class filling more than twice its share (a batch of one class is all right or all wrong
     by guessing that class)."""
-    counts = (run.env.get("probe_batch") or {}).get("class_counts")
+    counts = run.env.probe_class_counts
     if not counts or max(counts) / sum(counts) > 2 * chance:
         return None
     images = sum(counts)

@@ -274,7 +274,7 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
                 " points",
             )
         )
-        per_norm = {v.norm: v.runs[0].env.get("model", {}).get("norm_trainable", "?") for v in variants}
+        per_norm = {v.norm: v.runs[0].env.norm_trainable for v in variants}
         counts = ", ".join(f"{norm} {count}" for norm, count in sorted(per_norm.items()))
         evidence.append(
             {

@@ -126,9 +126,10 @@ def compare(
     """Run a study: every grid point / variant x seed x repeat, skipping finished runs; end with a comparison."""
     from lrnbn.compare import load_study, run_state, run_study, shard
     from lrnbn.console import StudyDisplay, print_table, wide_console
+    from lrnbn.records import find_runs
     from lrnbn.report import study_table
     from lrnbn.results import group
-    from lrnbn.rundir import FINAL_STATUSES, find_runs
+    from lrnbn.rundir import FINAL_STATUSES
 
     if not 0 < target <= 1:
         raise UserError(f"--target: a test accuracy in (0, 1], got {target}")

@@ -19,9 +19,10 @@ from lrnbn.chance import epochs_at_chance
 from lrnbn.claims import Verdict, all_claims
 from lrnbn.errors import UserError
 from lrnbn.keys import is_norm_key
+from lrnbn.records import find_runs
 from lrnbn.registry import NORMS
 from lrnbn.results import Variant, group, mean_std, probe_summary, quartiles, short_names, to_target, varying_keys
-from lrnbn.rundir import FILTERS_FILE, atomic_write_text, find_runs
+from lrnbn.rundir import FILTERS_FILE, atomic_write_text
 from lrnbn.stats import welch
 
 STATUS_ORDER = ("completed", "diverged", "interrupted", "failed", "running")
@@ -82,8 +83,8 @@ def study_table(variants: list[Variant], target: float) -> list[dict]:
                 f"train s to {100 * target:.0f}%": f"{sum(seconds) / len(seconds):.0f}" if seconds else "-",
                 "median epoch s": f"{median:.2f}" if not math.isnan(median) else "-",
                 "ratio to BN": _time_ratio(v, median, bn_median),
-                "params": v.runs[0].env.get("model", {}).get("trainable", "?"),
-                "norm params": v.runs[0].env.get("model", {}).get("norm_trainable", "?"),
+                "params": v.runs[0].env.trainable,
+                "norm params": v.runs[0].env.norm_trainable,
             }
         )
     return rows
@@ -93,9 +94,9 @@ def _machine(variants: list[Variant]) -> str:
     """Where the runs were timed: device, CPU threads and, for torchrun runs, the number of processes."""
     machines = {
         (
-            r.env.get("device", {}).get("name", "?"),
-            r.env.get("cpu_threads"),
-            (r.env.get("distributed") or {}).get("world_size", 1),
+            r.env.device_name,
+            r.env.cpu_threads,
+            r.env.world_size,
         )
         for v in variants
         for r in v.runs
@@ -108,7 +109,7 @@ def _machine(variants: list[Variant]) -> str:
 
 
 def _dataset(variants: list[Variant]) -> str:
-    return "; ".join(sorted({r.env.get("dataset", {}).get("label", "?") for v in variants for r in v.runs}))
+    return "; ".join(sorted({r.env.dataset_label for v in variants for r in v.runs}))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -458,9 +459,9 @@ def horizon(variants: list[Variant]) -> str:
     """How long and on what the study's runs trained: what every verdict drawn from it holds for."""
     runs = [r for v in variants for r in v.finished] or [r for v in variants for r in v.runs]
     epochs = sorted({len(r.metrics) for r in runs})
-    images = sorted({r.env.get("dataset", {}).get("train_size") for r in runs} - {None})
+    images = sorted({r.env.train_size for r in runs} - {None})
     models = sorted({f"{r.get('model.arch')} width {r.get('model.width')}" for r in runs})
-    precision = sorted({(r.env.get("compute") or {}).get("precision", "fp32") for r in runs})
+    precision = sorted({r.env.precision for r in runs})
     span = f"{epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else f"{epochs[0] if epochs else 0}"
     sizes = "/".join(f"{n:,}" for n in images) or "?"
     plural = "" if span == "1" else "s"

@@ -18,7 +18,8 @@ from pathlib import Path
 from lrnbn.config import Config, apply_overrides, validate
 from lrnbn.errors import UserError
 from lrnbn.keys import MACHINE_KEYS
-from lrnbn.rundir import CONFIG_FILE, SUMMARY_FILE, DamagedRun, RunDir, load_run
+from lrnbn.records import load_run
+from lrnbn.rundir import CONFIG_FILE, SUMMARY_FILE, DamagedRun, RunDir
 
 COMPARED = ("train_loss", "train_acc", "test_loss", "test_acc")  # epoch times differ on any machine
 # What env.json records of the machine, by the words the answer uses for it.
@@ -61,7 +62,7 @@ def recorded_config(run, overrides: list[str]) -> Config:
                 f"--set {key}: a reproduction keeps the run's experiment; only {', '.join(sorted(MACHINE_KEYS))} "
                 "may change"
             )
-    threads, device = run.env.get("cpu_threads"), run.env.get("device", {}).get("type")
+    threads, device = run.env.cpu_threads, run.env.device_type
     machine = [f"train.threads={threads}"] if threads else []
     machine += [f"train.device={device}"] if device else []
     return validate(apply_overrides(run.config, machine + list(overrides)), source=f"{run.path}/config.yaml")
@@ -113,4 +114,4 @@ def reproduce(path: Path, epochs: int | None = None, overrides: list[str] = ()) 
         metrics = rerun.read_metrics()[0]
         env_now = json.loads((rerun.path / "env.json").read_text())
     first, largest = compare_metrics(run.metrics[:wanted], metrics[:wanted])
-    return Outcome(wanted, first, largest, machine_differences(run.env, env_now) if first else [])
+    return Outcome(wanted, first, largest, machine_differences(run.env.raw, env_now) if first else [])

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from lrnbn.keys import effective_norm, flatten, variant_settings
-from lrnbn.rundir import LoadedRun
+from lrnbn.records import LoadedRun
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -77,8 +77,7 @@ class Variant:
         return [r.metrics[-1]["train_acc"] - r.metrics[-1]["test_acc"] for r in self.finished]
 
     def chance(self) -> float:
-        classes = self.runs[0].env.get("dataset", {}).get("classes") or [None] * 10
-        return 1 / len(classes)
+        return 1 / self.runs[0].env.classes
 
 
 def study_name_of(run: LoadedRun) -> str | None:
@@ -142,7 +141,7 @@ def to_target(run: LoadedRun, target: float) -> tuple[float | None, float | None
     """When test accuracy first reached `target`: the epoch, interpolated linearly between the last epoch below it
     and the first at or above it (from chance at epoch 0), and the training seconds until then, interpolated the
     same way; (None, None) where it never did. Fractional, so that seeds crossing within the same epoch differ."""
-    chance = 1 / len(run.env.get("dataset", {}).get("classes") or [None] * 10)
+    chance = 1 / run.env.classes
     before, seconds = chance, 0.0
     for m in run.metrics:
         if m["test_acc"] >= target:

@@ -13,7 +13,8 @@ RUNS_DIR/<experiment>/<YYYYmmdd-HHMMSS>-<6 hex>/
 
 Whole files are written atomically (temp file, fsync, rename) so a reader never sees half of one; a write the
 machine refuses (a full disk, a quota, a read-only folder) leaves the previous file and ends in WriteFailed. Readers
-need nothing but this module and the files, so tables and plots can be rebuilt on another machine. Under torchrun
+(lrnbn/records.py) need nothing but these names and the files, so tables and plots can be rebuilt on another
+machine. Under torchrun
 only rank 0 writes; the other ranks hold a FollowerRunDir.
 """
 
@@ -26,11 +27,9 @@ import secrets
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from lrnbn.errors import EXIT_BUSY, UserError, WriteFailed, writing
-from lrnbn.keys import lookup
 from lrnbn.safeyaml import one_line
 
 CONFIG_FILE = "config.yaml"
@@ -47,6 +46,10 @@ STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 
 
 FINAL_STATUSES = ("completed", "diverged")  # ended: training it again would give the same result
+
+
+class DamagedRun(UserError):
+    """A run directory whose files cannot be read as a run: the message says which file and what is wrong."""
 
 
 class RunBusy(UserError):
@@ -256,7 +259,7 @@ class RunDir:
     def read_summary(self) -> dict:
         summary = self._read_mapping(SUMMARY_FILE)
         if summary.get("status") not in STATUSES:
-            raise UserError(
+            raise DamagedRun(
                 f"{self.path / SUMMARY_FILE} is damaged (no valid status); delete the run directory to redo the run"
             )
         return summary
@@ -264,12 +267,12 @@ class RunDir:
     def _read_mapping(self, name: str) -> dict:
         try:
             value = json.loads(_read_text(self.path / name))
-        except (ValueError, DamagedRun, OSError) as exc:  # ValueError covers bad JSON and undecodable bytes
-            raise UserError(
+        except (ValueError, OSError) as exc:  # ValueError covers bad JSON and undecodable bytes
+            raise DamagedRun(
                 f"{self.path / name} is damaged ({one_line(exc)}); delete the run directory to redo the run"
             ) from None
         if not isinstance(value, dict):
-            raise UserError(f"{self.path / name} is damaged (not a mapping); delete the run directory to redo the run")
+            raise DamagedRun(f"{self.path / name} is damaged (not a mapping); delete the run directory to redo the run")
         return value
 
     def read_metrics(self) -> tuple[list[dict], bool]:
@@ -313,33 +316,6 @@ class FollowerRunDir(RunDir):
         yield  # rank 0 holds the run's lock for the whole torchrun job
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Loading finished (or unfinished) runs for compare and report: plain data, no torch.
-
-
-@dataclass
-class LoadedRun:
-    path: Path
-    config: dict  # the saved config.yaml, every key present
-    env: dict
-    summary: dict
-    metrics: list[dict]
-    truncated: bool  # metrics.jsonl ended in a line cut short (a crash); that line was dropped
-    probes: list[dict]  # empty unless the run had probes enabled
-
-    @property
-    def status(self) -> str:
-        return self.summary.get("status", "unknown")
-
-    def get(self, dotted: str):
-        return lookup(self.config, dotted)
-
-
-class DamagedRun(Exception):
-    """A run directory whose files cannot be read as a run: the message says which file and what is wrong."""
-
-
-METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s")
 MAX_RUN_FILE_BYTES = 64 << 20  # far above any run's records (a 10,000-epoch metrics.jsonl is a few MB)
 
 
@@ -347,74 +323,3 @@ def _read_text(path: Path) -> str:
     if path.stat().st_size > MAX_RUN_FILE_BYTES:
         raise DamagedRun(f"{path.name} is larger than {MAX_RUN_FILE_BYTES >> 20} MB")
     return path.read_text()
-
-
-def load_run(path: Path) -> LoadedRun:
-    """A run's files as plain data, checked for the shape the readers rely on; DamagedRun says what is wrong."""
-    from lrnbn.safeyaml import load_yaml_text
-
-    run = RunDir(path)
-    try:
-        config = load_yaml_text(_read_text(run.path / CONFIG_FILE))
-        env = json.loads(_read_text(run.path / ENV_FILE)) if (run.path / ENV_FILE).exists() else {}
-        summary = json.loads(_read_text(run.path / SUMMARY_FILE))
-        metrics, truncated = run.read_metrics()
-        probes = run.read_probes()
-    except DamagedRun:
-        raise
-    except Exception as exc:  # a damaged file shows up as many exception types: say which file and why
-        raise DamagedRun(one_line(exc, 160)) from None
-    for name, value in ((CONFIG_FILE, config), (ENV_FILE, env), (SUMMARY_FILE, summary)):
-        if not isinstance(value, dict):
-            raise DamagedRun(f"{name} does not hold a mapping")
-    if not all(isinstance(config.get(section), dict) for section in ("experiment", "data", "model", "train")):
-        raise DamagedRun(f"{CONFIG_FILE} lacks a section of a run's config")
-    config = _with_defaults(config)
-    for number, record in enumerate(metrics, 1):
-        if not isinstance(record, dict) or not all(
-            isinstance(record.get(f), (int, float)) and not isinstance(record.get(f), bool) for f in METRIC_FIELDS
-        ):
-            raise DamagedRun(f"{METRICS_FILE} record {number} lacks a number in one of {', '.join(METRIC_FIELDS)}")
-    if not all(isinstance(p, dict) and isinstance(p.get("step"), int) for p in probes):
-        raise DamagedRun(f"{PROBES_FILE} holds a record without its step")
-    return LoadedRun(run.path, config, env, summary, metrics, truncated, probes)
-
-
-def _with_defaults(config: dict) -> dict:
-    """The saved config with every key of today's schema: a run written before a key existed has its default, so it
-    groups with the runs written after (a study resumed across versions stays one study)."""
-    from pydantic import ValidationError
-
-    from lrnbn.config import Config
-
-    try:
-        return Config.model_validate(config).model_dump(mode="json")
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise DamagedRun(f"{CONFIG_FILE} is not a valid config at {'.'.join(map(str, first['loc']))}") from None
-
-
-@dataclass
-class FoundRuns:
-    runs: list[LoadedRun]
-    damaged: list[tuple[Path, str]]  # run directories that could not be read, and why
-
-
-def find_runs(paths: list[Path]) -> FoundRuns:
-    """Every run directory at or under the given paths, in path order, each once however often it is named; damaged
-    ones are set aside with the reason, so that one bad run does not stop a report."""
-    runs, damaged, seen = [], [], set()
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise UserError(f"{path}: no such file or folder")
-        candidates = [path] if RunDir(path).is_run() else sorted(p.parent for p in path.rglob(SUMMARY_FILE))
-        for candidate in candidates:
-            if not RunDir(candidate).is_run() or candidate.resolve() in seen:
-                continue
-            seen.add(candidate.resolve())
-            try:
-                runs.append(load_run(candidate))
-            except DamagedRun as err:
-                damaged.append((candidate, str(err)))
-    return FoundRuns(runs, damaged)

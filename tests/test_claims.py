@@ -5,8 +5,8 @@ import json
 import pytest
 
 from lrnbn import chance, claims
+from lrnbn.records import find_runs
 from lrnbn.results import group
-from lrnbn.rundir import find_runs
 from tests.rundirs import make_run
 
 LEARNS = [0.3, 0.45, 0.55, 0.6]

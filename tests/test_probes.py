@@ -5,8 +5,9 @@ import torch
 
 from lrnbn.config import validate
 from lrnbn.probes import channel_stats, drift, filter_similarity, logit_spreads, zero_shares
+from lrnbn.records import find_runs
 from lrnbn.results import group, probe_summary
-from lrnbn.rundir import PROBES_FILE, find_runs
+from lrnbn.rundir import PROBES_FILE
 from lrnbn.train import resume_training, run_training
 from tests.conftest import TINY, merged
 from tests.test_resume import RESUMED, SignalAtStep, without_times

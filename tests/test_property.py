@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lrnbn.config import load_config
 from lrnbn.errors import UserError
-from lrnbn.rundir import DamagedRun, load_run
+from lrnbn.records import DamagedRun, load_run
 from tests.conftest import TINY
 
 VALID = yaml.safe_dump(TINY, sort_keys=False)

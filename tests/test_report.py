@@ -2,9 +2,9 @@ import math
 
 import pytest
 
+from lrnbn.records import find_runs
 from lrnbn.report import build_report, heatmap
 from lrnbn.results import group
-from lrnbn.rundir import find_runs
 from tests.rundirs import make_run
 from tests.test_claims import LEARNS, timing_study
 
@@ -81,8 +81,8 @@ def test_report_names_the_process_count_of_torchrun_runs(tmp_path):
 
 
 def test_runs_of_lrnbn_train_are_labelled_by_the_keys_that_differ(tmp_path):
+    from lrnbn.records import find_runs
     from lrnbn.results import group
-    from lrnbn.rundir import find_runs
 
     make_run(tmp_path, "mine", "20261125-101500-0a1b2c", {"model.norm": "bn"}, LEARNS)
     make_run(tmp_path, "mine", "20261125-101600-3d4e5f", {"model.norm": "lrn", "model.lrn.k": 2}, LEARNS)
@@ -148,8 +148,8 @@ def test_report_skips_damaged_runs_names_them_and_counts_a_run_given_twice_once(
 def test_a_run_written_before_a_key_existed_groups_with_the_runs_written_after(tmp_path):
     import yaml
 
+    from lrnbn.records import find_runs
     from lrnbn.results import group
-    from lrnbn.rundir import find_runs
 
     for seed in (0, 1):
         make_run(tmp_path, "s", f"bn,seed={seed}", {"model.norm": "bn", "experiment.seed": seed}, LEARNS)

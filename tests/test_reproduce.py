@@ -6,8 +6,8 @@ import pytest
 
 from lrnbn.config import validate
 from lrnbn.errors import UserError
+from lrnbn.records import load_run
 from lrnbn.reproduce import recorded_config, reproduce
-from lrnbn.rundir import load_run
 from lrnbn.train import run_training
 from tests.conftest import TINY, merged
 
@@ -37,7 +37,7 @@ def test_a_run_reproduced_on_the_same_machine_is_identical(cli, recorded):
 def test_the_threads_come_from_env_json_where_config_yaml_leaves_them_null(recorded):
     run = load_run(recorded)
     assert run.config["train"]["threads"] is None
-    assert recorded_config(run, []).train.threads == run.env["cpu_threads"]
+    assert run.env.cpu_threads and recorded_config(run, []).train.threads == run.env.cpu_threads
 
 
 def test_a_differing_record_names_the_first_epoch_the_largest_difference_and_the_machine(tmp_path, recorded):
