@@ -136,11 +136,10 @@ def bench_train(
     LRN is the AlexNet paper's layer (n 5, alpha 1e-4, beta 0.75, k 2). bf16 is autocast, where the device has
     native bf16 (otherwise those variants are skipped and `skipped` says why). Returns the rows (median, min, max ms;
     ratios to BN in the same precision and format, and to the fp32 contiguous BN step) and what was skipped."""
-    from lrnbn.config import LRNConfig, ModelConfig
+    from lrnbn.config import Config, LRNConfig, ModelConfig
     from lrnbn.errors import UserError
     from lrnbn.machine import check_amp
-    from lrnbn.models import build_model
-    from lrnbn.trainer import autocast, lrn_kernel_status
+    from lrnbn.trainer import lrn_kernel_status
 
     norms = norms or TRAIN_NORMS
     unknown = [n for n in norms if n not in TRAIN_NORMS]
@@ -165,27 +164,40 @@ def bench_train(
         lrn = LRNConfig(convention="alexnet-paper", size=5, alpha=1e-4, k=2.0, impl=impl or "torch")
         cfg = ModelConfig(arch=arch, width=width, norm=name, lrn=lrn)
         if name == "lrn":
-            from lrnbn.config import Config
-
             kernels[norm] = lrn_kernel_status(Config(model=cfg), dev)
         for fmt in formats:
-            memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
             for precision in precisions:
-                torch.manual_seed(0)
-                model = build_model(cfg, 10).to(dev, memory_format=memory_format).train()
-                optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-                batch = images.contiguous(memory_format=memory_format)
-
-                def step(model=model, optimizer=optimizer, batch=batch, amp=precision == "bf16"):
-                    with autocast(dev, amp):
-                        logits = model(batch)
-                    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-
-                variants.append(((norm, precision, fmt), step))
+                variants.append(((norm, precision, fmt), _sgd_step(cfg, dev, images, labels, fmt, precision == "bf16")))
     samples = _interleaved([work for _, work in variants], _timer(dev), repeats, warmup, progress)
+    setting = {"arch": arch, "width": width, "batch_size": batch_size, "device": device}
+    setting |= {"threads": torch.get_num_threads(), "repeats": repeats}
+    return {"rows": _step_rows(variants, samples), "skipped": skipped, "lrn_kernels": kernels, "setting": setting}
+
+
+def _sgd_step(cfg, dev: torch.device, images, labels, fmt: str, amp: bool) -> Callable[[], None]:
+    """One SGD step of a fresh model of `cfg` (seeded alike for every variant) on the fixed batch, in `fmt`."""
+    from lrnbn.models import build_model
+    from lrnbn.trainer import autocast
+
+    memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+    torch.manual_seed(0)
+    model = build_model(cfg, 10).to(dev, memory_format=memory_format).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batch = images.contiguous(memory_format=memory_format)
+
+    def step():
+        with autocast(dev, amp):
+            logits = model(batch)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _step_rows(variants: list, samples: list[list[float]]) -> list[dict]:
+    """Per (norm, precision, format): median, min and max ms, and ratios to BN alike and to fp32 contiguous BN."""
     medians = {key: statistics.median(samples[i]) for i, (key, _) in enumerate(variants)}
     reference = medians.get(("bn", "fp32", "contiguous"))
     rows = []
@@ -204,19 +216,7 @@ def bench_train(
                 "ratio_to_fp32_contiguous_bn": medians[key] / reference if reference else None,
             }
         )
-    return {
-        "rows": rows,
-        "skipped": skipped,
-        "lrn_kernels": kernels,
-        "setting": {
-            "arch": arch,
-            "width": width,
-            "batch_size": batch_size,
-            "device": device,
-            "threads": torch.get_num_threads(),
-            "repeats": repeats,
-        },
-    }
+    return rows
 
 
 def _interleaved(works: list[Callable[[], None]], time_once, repeats: int, warmup: int, progress) -> list[list[float]]:

@@ -443,20 +443,7 @@ def bench_train(
     console = wide_console()
     print_table(
         console,
-        [
-            {
-                "norm": r["norm"],
-                "precision": r["precision"],
-                "format": r["format"],
-                "median ms": f"{r['median_ms']:.1f}",
-                "min-max ms": f"{r['min_ms']:.1f}-{r['max_ms']:.1f}",
-                "ratio to BN (same precision, format)": "-" if r["ratio_to_bn"] is None else f"{r['ratio_to_bn']:.2f}",
-                "ratio to fp32 contiguous BN": "-"
-                if r["ratio_to_fp32_contiguous_bn"] is None
-                else f"{r['ratio_to_fp32_contiguous_bn']:.2f}",
-            }
-            for r in result["rows"]
-        ],
+        [_step_row(r) for r in result["rows"]],
         f"training step, {setting['arch']} width {setting['width']}, batch {setting['batch_size']} on {device}, "
         f"{setting['threads']} threads, median of {repeats}",
     )
@@ -468,6 +455,21 @@ def bench_train(
         from lrnbn.rundir import atomic_write_text
 
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+
+
+def _step_row(r: dict) -> dict:
+    def ratio(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    return {
+        "norm": r["norm"],
+        "precision": r["precision"],
+        "format": r["format"],
+        "median ms": f"{r['median_ms']:.1f}",
+        "min-max ms": f"{r['min_ms']:.1f}-{r['max_ms']:.1f}",
+        "ratio to BN (same precision, format)": ratio(r["ratio_to_bn"]),
+        "ratio to fp32 contiguous BN": ratio(r["ratio_to_fp32_contiguous_bn"]),
+    }
 
 
 @bench_app.command("probes")
