@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lrnbn.chance import epochs_at_chance
 from lrnbn.claims import Verdict, all_claims
-from lrnbn.errors import UserError
+from lrnbn.errors import UserError, writing
 from lrnbn.keys import is_norm_key
 from lrnbn.records import find_runs
 from lrnbn.registry import NORMS
@@ -145,8 +145,11 @@ def _save(fig, ax, title: str, variants: list[Variant], path: Path, grid: bool =
         ax.legend(fontsize=7)
     if grid:
         ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    try:
+        with writing(path):  # a refused write names the plot, not only the report's folder
+            fig.savefig(path, dpi=110)
+    finally:
+        _plt().close(fig)
     return path
 
 

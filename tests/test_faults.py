@@ -278,7 +278,7 @@ def test_a_refused_report_file_is_one_line(cli, tmp_path, monkeypatch):
     _no_temp_files(tmp_path / "out")
 
 
-def test_a_refused_report_plot_is_one_line_naming_the_report_folder(cli, tmp_path, monkeypatch):
+def test_a_refused_report_plot_is_one_line_naming_the_plot(cli, tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
     make_run(tmp_path / "runs", "one", "a", {"model.norm": "bn"}, [0.2, 0.4, 0.6])
@@ -290,7 +290,7 @@ def test_a_refused_report_plot_is_one_line_naming_the_report_folder(cli, tmp_pat
     result = cli("report", tmp_path / "runs", "--out", tmp_path / "out")
     _one_line_exit_74(
         result,
-        f"error: cannot write {tmp_path / 'out'}: {STRERROR[errno.EDQUOT]}; free space (or raise the quota), then run "
-        f"the command again",
+        f"error: cannot write {tmp_path / 'out' / 'one-accuracy.png'}: {STRERROR[errno.EDQUOT]}; free space (or raise "
+        f"the quota), then run the command again",
     )
     assert not (tmp_path / "out" / "report.md").exists()
