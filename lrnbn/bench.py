@@ -4,6 +4,7 @@
 `bench_lrn`: forward + backward of BatchNorm2d and of each LRN implementation for several window sizes. Two
 reference rows bound what an elementwise implementation can reach: one elementwise pass over the tensor (x * y) and
 one pass of pow (the exponent -beta that LRN needs and BN does not).
+`bench_peers`: the LRN of every framework installed beside lrnbn's, timed and checked against float64 (peers.py).
 `bench_train`: one training step (forward, backward, SGD) of a whole model per normalization, precision and memory
 format.
 """
@@ -95,6 +96,36 @@ def bench_lrn(
             }
         )
     return results
+
+
+def bench_peers(
+    shape=(128, 64, 32, 32), radii=(1, 2, 5, 10), repeats: int = 10, warmup: int = 2, progress=None
+) -> tuple[list[dict], dict[str, str]]:
+    """Every peer's median time at each depth_radius on one float32 tensor, interleaved, with its largest relative
+    error against the float64 reference there and on the wide-magnitude input."""
+    from lrnbn.peers import ALPHA, BETA, BIAS, WIDE, WIDE_LAYER, peers, reference, relative_error
+
+    found, skipped = peers()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).numpy()
+    cases = [(peer, r, *peer.prepare(x, r, ALPHA, BETA, BIAS)) for peer in found for r in radii]
+    samples = _interleaved([work for _, _, work, _ in cases], _timer(torch.device("cpu")), repeats, warmup, progress)
+    wide_want = reference(WIDE, *WIDE_LAYER)
+    wide_error = {peer.name: relative_error(peer.prepare(WIDE, *WIDE_LAYER)[1](), wide_want) for peer in found}
+    rows = []
+    for (peer, radius, _, output), times in zip(cases, samples):
+        rows.append(
+            {
+                "peer": peer.name,
+                "direction": peer.direction,
+                "depth_radius": radius,
+                "median_ms": statistics.median(times),
+                "min_ms": min(times),
+                "max_ms": max(times),
+                "max_rel_error": relative_error(output(), reference(x, radius, ALPHA, BETA, BIAS)),
+                "max_rel_error_wide": wide_error[peer.name],
+            }
+        )
+    return rows, skipped
 
 
 def lrn_targets(results: list[dict]) -> dict:

@@ -322,6 +322,13 @@ def bench_lrn(
     sizes: str = typer.Option("1,3,5,7,9,11,15", help="LRN window sizes n."),
     channels_last: bool = typer.Option(False, help="Use a channels_last input."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    peers: bool = typer.Option(
+        False,
+        "--peers",
+        help="Instead: lrnbn's LRN beside every installed framework's (TensorFlow, onnxruntime), the note's layer in "
+        "TensorFlow's convention at each --radii, fp32 on the CPU, with each one's error against float64.",
+    ),
+    radii: str = typer.Option("1,2,5,10", help="With --peers: TensorFlow depth_radius values (windows 2r+1)."),
 ) -> None:
     """Forward+backward of BatchNorm2d and each LRN implementation over n: medians and ratios to BN."""
     from rich.progress import Progress
@@ -335,6 +342,9 @@ def bench_lrn(
     dims = _ints(shape, "--shape")
     if len(dims) != 4 or min(dims) < 1:
         raise UserError(f"--shape: expected N,C,H,W with positive sizes, got {shape!r}")
+    if peers:
+        _bench_peers(dims, threads, repeats, warmup, _ints(radii, "--radii"), json_path)
+        return
     resolve_device(device)
     with Progress(transient=True) as progress:
         task = progress.add_task("benchmarking", total=None)
@@ -379,6 +389,45 @@ def bench_lrn(
         from lrnbn.rundir import atomic_write_text
 
         atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
+
+
+def _bench_peers(dims, threads, repeats: int, warmup: int, radii, json_path: Path | None) -> None:
+    """`bench lrn --peers`: the table of every framework's LRN, its speed and its error against float64."""
+    import torch
+    from rich.progress import Progress
+
+    from lrnbn.bench import bench_peers
+    from lrnbn.console import print_table, wide_console
+
+    if threads:
+        torch.set_num_threads(threads)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("benchmarking every LRN", total=None)
+        rows, skipped = bench_peers(
+            dims, radii, repeats, warmup, lambda d, t: progress.update(task, completed=d, total=t)
+        )
+    console = wide_console()
+    shown = [
+        {
+            "LRN": r["peer"],
+            "timed": r["direction"],
+            "depth_radius": r["depth_radius"],
+            "median ms": f"{r['median_ms']:.1f}",
+            "min-max ms": f"{r['min_ms']:.1f}-{r['max_ms']:.1f}",
+            "max rel error": f"{r['max_rel_error']:.1e}",
+            "max rel error, wide magnitudes": f"{r['max_rel_error_wide']:.1e}",
+        }
+        for r in rows
+    ]
+    print_table(
+        console, shown, f"LRN across frameworks, {dims} float32, {torch.get_num_threads()} threads, median of {repeats}"
+    )
+    for name, why in skipped.items():
+        console.print(f"skipped {name}: {why}")
+    if json_path is not None:
+        from lrnbn.rundir import atomic_write_text
+
+        atomic_write_text(json_path, json.dumps({"rows": rows, "skipped": skipped}, indent=2) + "\n")
 
 
 @bench_app.command("train")

@@ -1,5 +1,7 @@
 import json
+import sys
 
+import numpy as np
 import pytest
 
 
@@ -101,3 +103,41 @@ def test_bench_train_times_each_norm_precision_and_format_and_writes_json(cli, t
 def test_bench_train_bad_options(cli, args, fragment):
     result = cli("bench", "train", *args)
     assert result.exit_code == 2 and fragment in result.stderr, result.output
+
+
+def test_the_peers_reference_is_tensorflows_formula_by_hand():
+    from lrnbn.peers import reference
+
+    x = np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1)
+    # depth_radius 1: channel 1 sums 1 + 4 + 9 = 14; channel 0 sums 1 + 4 = 5 (zero beyond the edge).
+    got = reference(x, 1, 0.5, 0.75, 2.0).ravel()
+    np.testing.assert_allclose(got, [1 / (2 + 2.5) ** 0.75, 2 / (2 + 7) ** 0.75, 3 / (2 + 6.5) ** 0.75], rtol=1e-15)
+
+
+def test_bench_peers_times_every_lrn_and_checks_it_against_float64(monkeypatch):
+    from lrnbn import peers
+    from lrnbn.bench import bench_peers
+
+    def absent():
+        raise ImportError("no module", name="someframework")
+
+    monkeypatch.setitem(peers.FRAMEWORKS, "someframework", absent)
+    rows, skipped = bench_peers(shape=(2, 8, 4, 4), radii=(1, 3), repeats=1, warmup=0)
+    assert skipped["someframework"] == "not installed (someframework)"
+    by_peer = {(r["peer"], r["depth_radius"]): r for r in rows}
+    for impl in ("torch", "fast", "fused"):
+        for radius in (1, 3):
+            row = by_peer[(f"lrnbn {impl}", radius)]
+            assert row["direction"] == "forward+backward" and row["median_ms"] > 0
+            assert row["max_rel_error"] < 1e-6 and row["max_rel_error_wide"] < 1e-6
+    # onnxruntime (a test dependency) computes the same layer on ordinary inputs; on a 1e4 beside 0.02 it is not
+    # exact (1.32 returns inf there), which the table shows rather than hides.
+    ort = by_peer[("onnxruntime", 3)]
+    assert ort["direction"] == "forward" and ort["max_rel_error"] < 1e-5
+
+
+def test_bench_lrn_peers_prints_one_table_and_the_skipped_frameworks(cli):
+    result = cli("bench", "lrn", "--peers", "--shape", "2,8,4,4", "--radii", "1", "--repeats", "1", "--warmup", "0")
+    assert result.exit_code == 0, result.output
+    assert "LRN across frameworks" in result.stdout and "onnxruntime" in result.stdout
+    assert ("skipped tensorflow: not installed" in result.stdout) != ("tensorflow" in sys.modules)
