@@ -169,6 +169,19 @@ def test_c2_compares_epochs_to_target(tmp_path, bn, lrn, expected):
     assert claims.claim_c2(studies(tmp_path), target=0.5).verdict == expected
 
 
+def test_c1_sets_aside_a_group_whose_lrn_settings_all_stayed_at_chance(tmp_path):
+    # Under an initialisation that holds every net without BN at chance, LRN's settings all score 10%: that spread of
+    # 0 says nothing about LRN's hand-set values.
+    for seed in (0, 1):
+        settings = {"experiment.seed": seed}
+        make_run(tmp_path, "s", f"bn,{seed}", {**settings, "model.norm": "bn"}, jittered([0.6], seed))
+        for k in (1, 2):
+            lrn = {**settings, "model.norm": "lrn", "model.lrn.k": k}
+            make_run(tmp_path, "s", f"k{k},{seed}", lrn, jittered([0.1], seed * k))
+    verdict = claims.claim_c1(studies(tmp_path))
+    assert verdict.verdict == claims.INCONCLUSIVE and verdict.reason.startswith("needs runs")
+
+
 def test_c1_gives_bns_and_nones_sensitivity_to_the_learning_rate_beside_lrns_to_k(tmp_path):
     for seed in (0, 1):
         for lr, bn_acc in ((0.01, 0.6), (0.05, 0.5)):
