@@ -119,12 +119,18 @@ def compare(
         help="I/N: run only the I-th of N slices of the plan "
         "(N batch jobs, one shared --runs-dir, cover it exactly once).",
     ),
+    only_names: str | None = typer.Option(
+        None,
+        "--only",
+        help="Run only these variants (comma-separated names), in the plan's order: the key settings of a long "
+        "study first; a later run of the whole study skips what has ended.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what is already done; run nothing."),
     set_: list[str] | None = SetOption,
     target: float = typer.Option(0.5, help="Test accuracy for the 'epochs to target' column."),
 ) -> None:
     """Run a study: every grid point / variant x seed x repeat, skipping finished runs; end with a comparison."""
-    from lrnbn.compare import load_study, run_state, run_study, shard
+    from lrnbn.compare import load_study, only, run_state, run_study, shard
     from lrnbn.console import StudyDisplay, print_table, wide_console
     from lrnbn.records import find_runs
     from lrnbn.report import study_table
@@ -137,6 +143,8 @@ def compare(
         _refuse_torchrun()
     cuda_indices = _cuda_devices(devices) if devices else []
     plan = load_study(study, list(set_ or []))
+    if only_names is not None:
+        plan = only(plan, [name.strip() for name in only_names.split(",") if name.strip()])
     slice_note = ""
     if shard_spec is not None:
         index, count = _shard(shard_spec)

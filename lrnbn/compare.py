@@ -87,6 +87,7 @@ MAX_PLANNED_RUNS = 10_000  # a study is expanded (and every run's config validat
 class PlannedRun:
     run_id: str
     config: Config
+    variant: str = ""  # the name of its variant ("" in a study of grid points only)
 
 
 @dataclass
@@ -175,7 +176,7 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
                         order = (s_index, repeat, shuffled[position] if shuffled else position)
                     else:  # a variant's grid points alternate seed by seed, the order studies (and --shard) always had
                         order = (v_index, s_index, repeat)
-                    runs.append((order, PlannedRun(run_id, config)))
+                    runs.append((order, PlannedRun(run_id, config, variant.name if spec.variants else "")))
     runs.sort(key=lambda pair: pair[0])
     seen = set()
     for _, planned in runs:
@@ -210,6 +211,18 @@ def shard(study: Study, index: int, count: int) -> Study:
     if not 1 <= index <= count:
         raise UserError(f"--shard: expected I/N with 1 <= I <= N, got {index}/{count}")
     return Study(study.name, study.source, study.runs[index - 1 :: count])
+
+
+def only(study: Study, names: list[str]) -> Study:
+    """The runs of the named variants, in the plan's order: a study's key settings first (`--only`), the rest later
+    by running the whole study, which skips what has ended."""
+    known = list(dict.fromkeys(run.variant for run in study.runs if run.variant))
+    if not known:
+        raise UserError("--only: this study has no named variants (its runs are grid points only)")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UserError(f"--only: no variant {unknown[0]!r} in {study.name}; its variants: {', '.join(known)}")
+    return Study(study.name, study.source, [run for run in study.runs if run.variant in names])
 
 
 def _yaml_scalar(value) -> str:

@@ -87,6 +87,24 @@ def test_shuffle_runs_each_round_in_its_own_fixed_order(study_file):
     assert [r.run_id for r in load_study(study_file(spec)).runs] == ids  # the same plan every time
 
 
+def test_only_keeps_the_named_variants_in_the_plans_order_and_names_the_valid_ones(cli, study_file, tmp_path):
+    spec = {
+        "name": "o",
+        "seeds": [0, 1],
+        "interleave": True,
+        "variants": [{"name": n, "set": {"model.norm": n}} for n in ("bn", "lrn", "none")],
+    }
+    result = cli("compare", study_file(spec), "--only", "none,bn", "--dry-run", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    planned = [line.strip() for line in result.stderr.splitlines()[1:]]
+    assert planned == ["bn,seed=0", "none,seed=0", "bn,seed=1", "none,seed=1"]
+    result = cli("compare", study_file(spec), "--only", "gn", "--dry-run", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "--only: no variant 'gn' in o; its variants: bn, lrn, none" in result.stderr
+    grid = study_file({"grid": {"model.norm": ["bn"]}}, name="grid.yaml")
+    result = cli("compare", grid, "--only", "bn", "--dry-run", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "no named variants" in result.stderr
+
+
 def test_a_study_that_extends_another_keeps_its_variants_and_merges_its_set(study_file, tmp_path):
     parent = study_file(
         {"name": "parent", "set": {"train.lr": 0.03, "train.epochs": 2}, "variants": [{"name": "bn", "set": {}}]}
