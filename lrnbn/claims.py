@@ -518,6 +518,22 @@ def _gap_caveats(compared: list[list[Variant]]) -> str:
     )
 
 
+def _weight_decay_part(group: list[Variant], variants: list[Variant]) -> str:
+    """BN's gap without weight decay against with it, in the same study: BN's scale invariance interacts with weight
+    decay, so part of BN's smaller gap may be weight decay's rather than BN's."""
+    bn = _by_norm(group, "bn")[0]
+
+    def rest(v: Variant) -> tuple:
+        return tuple(sorted((k, repr(x)) for k, x in v.settings.items() if k != "train.weight_decay"))
+
+    plain = [v for v in variants if v.norm == "bn" and v.get("train.weight_decay") == 0 and v is not bn]
+    twin = next((v for v in plain if rest(v) == rest(bn) and v.seeds() >= MIN_SEEDS), None)
+    if twin is None:
+        return f" {bn.study} has no BN run without weight decay, so weight decay's part in BN's gap is not measured."
+    diff = welch(twin.gaps(), bn.gaps())
+    return f" {bn.study}: BN's train-test gap without weight decay minus with it {diff.text(100, ' points')}."
+
+
 def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
     statement = "BN regularizes: it keeps weights from changing abruptly (a smaller train-test gap)."
     thresholds = (
@@ -550,7 +566,8 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
         CONDITIONAL: "BN's gap is measurably smaller than some LRN variants' only.",
         NOT_REPRODUCED: "BN's train-test gap is not measurably smaller than LRN's.",
     }
-    return _decide("C3", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), _gap_caveats(compared))
+    caveats = _gap_caveats(compared) + "".join(_weight_decay_part(g, studies[g[0].study]) for g in compared)
+    return _decide("C3", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), caveats)
 
 
 def _window(v: Variant) -> str:

@@ -209,6 +209,18 @@ def test_c3_says_when_every_run_fits_fully_so_the_gap_is_the_test_accuracy_diffe
     assert "gap difference is the test accuracy difference" not in claims.claim_c3(studies(tmp_path / "b")).reason
 
 
+def test_c3_measures_weight_decays_part_in_bns_gap_where_bn_ran_without_it(tmp_path):
+    convergence_study(tmp_path, [0.6], [0.55], bn_train=[1.0], lrn_train=[1.0])
+    verdict = claims.claim_c3(studies(tmp_path))
+    assert "conv has no BN run without weight decay" in verdict.reason
+    for seed in (0, 1):
+        settings = {"model.norm": "bn", "train.weight_decay": 0, "experiment.seed": seed}
+        make_run(tmp_path, "conv", f"bn-nowd,seed={seed}", settings, jittered([0.58], seed), train_accs=[1.0])
+    verdict = claims.claim_c3(studies(tmp_path))
+    # Gaps 0.42, 0.417 against 0.4, 0.397: +2 points, Welch half-width t(0.975, 2) * sqrt(2 * 0.0015^2) = 0.9.
+    assert "conv: BN's train-test gap without weight decay minus with it +2.0 [+1.1, +2.9] points." in verdict.reason
+
+
 def test_c3_compares_train_test_gaps(tmp_path):
     convergence_study(tmp_path / "a", [0.6], [0.55], bn_train=[0.97], lrn_train=[0.99])
     assert claims.claim_c3(studies(tmp_path / "a")).verdict == claims.REPRODUCED
