@@ -270,7 +270,7 @@ def bench_probes(config, repeats: int = 3, progress: Callable[[int, int], None] 
     import tempfile
     from pathlib import Path
 
-    from lrnbn.train import run_training
+    from lrnbn.lifecycle import run_training
 
     times: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as runs_dir:

@@ -78,7 +78,7 @@ def train(
     from lrnbn import distributed
     from lrnbn.config import load_config
     from lrnbn.console import RichView
-    from lrnbn.train import resume_training, run_training
+    from lrnbn.lifecycle import resume_training, run_training
     from lrnbn.views import NullView
 
     if name is not None and not name.strip():

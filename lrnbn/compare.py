@@ -257,7 +257,7 @@ def _child(path: str, config_json: dict, threads: int, cuda_index: int | None) -
         import torch
 
         torch.cuda.set_device(cuda_index)
-    from lrnbn.train import train_at
+    from lrnbn.lifecycle import train_at
 
     try:
         result = train_at(Path(path), Config.model_validate(config_json), threads=threads)
@@ -281,7 +281,7 @@ def run_study(
 ) -> StudyOutcome:
     """Bring every run of the study to an end (see the module doc). `display` shows progress (see console.py);
     `devices`: CUDA device indices to place runs on, in turn (runs then train in child processes)."""
-    from lrnbn.train import train_at
+    from lrnbn.lifecycle import train_at
 
     started = time.perf_counter()
     root = Path(runs_dir) / study.name

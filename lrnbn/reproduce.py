@@ -97,7 +97,7 @@ def machine_differences(then: dict, now: dict) -> list[str]:
 
 def reproduce(path: Path, epochs: int | None = None, overrides: list[str] = ()) -> Outcome:
     """Rerun the run at `path` through its first `epochs` (all it recorded by default) and compare."""
-    from lrnbn.train import run_training
+    from lrnbn.lifecycle import run_training
 
     if not RunDir(path).is_run():
         raise UserError(f"{path} is not a run directory (it lacks {CONFIG_FILE} or {SUMMARY_FILE})")

@@ -11,8 +11,8 @@ import pytest
 
 from lrnbn.config import validate
 from lrnbn.errors import UserError
+from lrnbn.lifecycle import resume_training, run_training
 from lrnbn.rundir import ENV_FILE, RunDir
-from lrnbn.train import resume_training, run_training
 from lrnbn.trainer import Trainer
 from tests.conftest import TINY, merged
 from tests.test_resume import SignalAtStep, without_times

@@ -18,8 +18,8 @@ import lrnbn.rundir
 from lrnbn.config import validate
 from lrnbn.data import CACHE_NAME
 from lrnbn.errors import EXIT_WRITE_FAILED
+from lrnbn.lifecycle import run_training
 from lrnbn.rundir import RunDir
-from lrnbn.train import run_training
 from tests.conftest import TINY
 from tests.rundirs import make_run
 from tests.test_data import make_image_tree

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lrnbn.config import validate
-from lrnbn.train import run_training
+from lrnbn.lifecycle import run_training
 from tests.conftest import TINY, merged
 
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from lrnbn.config import validate
+from lrnbn.lifecycle import resume_training, run_training
 from lrnbn.probes import channel_stats, drift, filter_similarity, logit_spreads, zero_shares
 from lrnbn.records import find_runs
 from lrnbn.results import group, probe_summary
 from lrnbn.rundir import PROBES_FILE
-from lrnbn.train import resume_training, run_training
 from tests.conftest import TINY, merged
 from tests.test_resume import RESUMED, SignalAtStep, without_times
 

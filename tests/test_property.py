@@ -98,7 +98,7 @@ def test_mutated_study_files_and_overrides_give_a_plan_or_one_line(tmp_path, tex
 def stopped_run(tmp_path_factory):
     """One small run that stopped after its first epoch (with probes), to damage copies of."""
     from lrnbn.config import validate
-    from lrnbn.train import run_training
+    from lrnbn.lifecycle import run_training
     from tests.conftest import merged
 
     config = merged(TINY, {"train": {"epochs": 2}, "probes": {"enabled": True, "every": 3, "batch_size": 16}})

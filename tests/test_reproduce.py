@@ -6,9 +6,9 @@ import pytest
 
 from lrnbn.config import validate
 from lrnbn.errors import UserError
+from lrnbn.lifecycle import run_training
 from lrnbn.records import load_run
 from lrnbn.reproduce import recorded_config, reproduce
-from lrnbn.train import run_training
 from tests.conftest import TINY, merged
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from lrnbn.config import validate
 from lrnbn.errors import UserError
+from lrnbn.lifecycle import resume_training, run_training
 from lrnbn.rundir import METRICS_FILE, RunDir
-from lrnbn.train import resume_training, run_training
 from lrnbn.views import NullView
 from tests.conftest import TINY, merged
 from tests.test_train import MACHINE_FIGURES

@@ -7,8 +7,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the test extra installs it
 
 from lrnbn.config import validate
+from lrnbn.lifecycle import resume_training, run_training
 from lrnbn.tblog import TAGS
-from lrnbn.train import resume_training, run_training
 from tests.conftest import TINY, merged
 from tests.test_resume import SignalAtStep
 

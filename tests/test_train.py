@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from lrnbn.config import Config, TrainConfig, validate
+from lrnbn.lifecycle import run_training
 from lrnbn.rundir import RunDir
-from lrnbn.train import run_training
 from lrnbn.trainer import lr_factor
 from tests.conftest import TINY, merged
 
