@@ -344,7 +344,7 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         if all(to_target(r, target)[0] is None for v in bn + lrn for r in v.finished):
             unreached.append(group[0].study)  # the target is out of reach of these runs: they cannot tell
             continue
-        for v in lrn:
+        for v in (v for v in lrn if v.learned(CHANCE_TOLERANCE)):  # one held at chance is C5's, not slow
             comparisons.append(
                 _compare(
                     v.study,

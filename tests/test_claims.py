@@ -583,6 +583,16 @@ def test_c2_judges_the_mechanism_only_in_the_studies_whose_speed_it_compared(tmp
     assert "far:" not in verdict.reason
 
 
+def test_c2_leaves_an_lrn_held_at_chance_to_c5(tmp_path):
+    # An LRN that never leaves chance is not slower to converge: it does not learn (C5's question).
+    for seed in range(2):
+        for norm, accs in (("bn", [0.55, 0.7]), ("lrn", [0.1, 0.1])):
+            settings = {"model.norm": norm, "experiment.seed": seed}
+            make_run(tmp_path, "conv", f"{norm},seed={seed}", settings, jittered(accs, seed))
+    verdict = claims.claim_c2(studies(tmp_path), target=0.5)
+    assert verdict.verdict == claims.INCONCLUSIVE and not verdict.comparisons
+
+
 def test_c2_compares_bn_and_lrn_with_no_normalization_too(tmp_path):
     # LRN is as slow as no normalization; BN is what is fast.
     for seed in range(3):
