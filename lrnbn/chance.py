@@ -81,21 +81,17 @@ def left_chance(run, chance: float) -> str:
     return f"epoch {epoch or 'never'}" + (f" (step {step})" if step else "")
 
 
-def _settings_without(v: Variant, drop) -> tuple:
-    return v.study, tuple(sorted((k, repr(x)) for k, x in v.settings.items() if not drop(k)))
-
-
 def control_of(v: Variant, variants: list[Variant]) -> Variant | None:
     """The study's setting alike in all but the normalization, with none (an identity LRN counts as none)."""
-    mine = _settings_without(v, is_norm_key)
-    return next((c for c in variants if c.norm == "none" and _settings_without(c, is_norm_key) == mine), None)
+    mine = v.settings_without(is_norm_key)
+    return next((c for c in variants if c.norm == "none" and c.settings_without(is_norm_key) == mine), None)
 
 
 def twin_of(v: Variant, variants: list[Variant]) -> Variant | None:
     """The study's setting alike in all but the initialisation: the same LRN started elsewhere."""
-    mine = _settings_without(v, lambda k: k in INIT_KEYS)
+    mine = v.settings_without(lambda k: k in INIT_KEYS)
     return next(
-        (t for t in variants if t is not v and _settings_without(t, lambda k: k in INIT_KEYS) == mine and t.finished),
+        (t for t in variants if t is not v and t.settings_without(lambda k: k in INIT_KEYS) == mine and t.finished),
         None,
     )
 

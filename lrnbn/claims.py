@@ -197,7 +197,7 @@ def _runs_of(variants: list[Variant]) -> list[str]:
 
 def _all_but_norm(v: Variant) -> tuple:
     """The variant's study and settings other than the normalization's: equal for runs a fair comparison pairs."""
-    return v.study, tuple(sorted((k, repr(x)) for k, x in v.settings.items() if not is_norm_key(k)))
+    return v.settings_without(is_norm_key)
 
 
 def _norm_groups(studies: dict[str, list[Variant]]) -> list[list[Variant]]:
@@ -314,8 +314,7 @@ def _lr_yardstick(variants: list[Variant]) -> str | None:
     alike: dict[tuple, list[Variant]] = {}  # the same setting but for the learning rate
     for v in variants:
         if v.norm in ("bn", "none") and v.seeds() >= MIN_SEEDS:
-            rest = tuple(sorted((k, repr(x)) for k, x in v.settings.items() if k != "train.lr"))
-            alike.setdefault(rest, []).append(v)
+            alike.setdefault(v.settings_without(lambda k: k == "train.lr"), []).append(v)
     texts = []
     for group in (g for g in alike.values() if len(g) >= 2):
         ranked = sorted(group, key=lambda v: mean_std(v.final_accs())[0])
@@ -524,7 +523,7 @@ def _weight_decay_part(group: list[Variant], variants: list[Variant]) -> str:
     bn = _by_norm(group, "bn")[0]
 
     def rest(v: Variant) -> tuple:
-        return tuple(sorted((k, repr(x)) for k, x in v.settings.items() if k != "train.weight_decay"))
+        return v.settings_without(lambda k: k == "train.weight_decay")
 
     plain = [v for v in variants if v.norm == "bn" and v.get("train.weight_decay") == 0 and v is not bn]
     twin = next((v for v in plain if rest(v) == rest(bn) and v.seeds() >= MIN_SEEDS), None)

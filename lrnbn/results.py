@@ -39,6 +39,11 @@ class Variant:
         # None for a key the run's config lacks (a run written before the key existed).
         return self.settings.get(key)
 
+    def settings_without(self, drop) -> tuple:
+        """The study and the settings whose keys `drop(key)` does not name: equal for two variants that differ only
+        there (the pairs a comparison of one factor takes)."""
+        return self.study, tuple(sorted((k, repr(x)) for k, x in self.settings.items() if not drop(k)))
+
     @property
     def norm(self) -> str | None:
         """The normalization the variant really has (an identity LRN counts as none)."""
