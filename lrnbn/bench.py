@@ -160,11 +160,13 @@ def bench_train(
     norms=None,
     precisions=PRECISIONS,
     formats=FORMATS,
+    sizes=(5,),
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """One SGD step (forward, backward, update) on a fixed random batch for every norm x precision x memory format.
+    """One SGD step (forward, backward, update) on a fixed random batch for every norm x precision x memory format,
+    and every LRN once per window size n in `sizes`.
 
-    LRN is the AlexNet paper's layer (n 5, alpha 1e-4, beta 0.75, k 2). bf16 is autocast, where the device has
+    LRN is the AlexNet paper's layer (alpha 1e-4, beta 0.75, k 2) at each n. bf16 is autocast, where the device has
     native bf16 (otherwise those variants are skipped and `skipped` says why). Returns the rows (median, min, max ms;
     ratios to BN in the same precision and format, and to the fp32 contiguous BN step) and what was skipped."""
     from lrnbn.config import Config, LRNConfig, ModelConfig
@@ -192,13 +194,15 @@ def bench_train(
     variants, kernels = [], {}
     for norm in norms:
         name, _, impl = norm.partition("-")
-        lrn = LRNConfig(convention="alexnet-paper", size=5, alpha=1e-4, k=2.0, impl=impl or "torch")
-        cfg = ModelConfig(arch=arch, width=width, norm=name, lrn=lrn)
-        if name == "lrn":
-            kernels[norm] = lrn_kernel_status(Config(model=cfg), dev)
-        for fmt in formats:
-            for precision in precisions:
-                variants.append(((norm, precision, fmt), _sgd_step(cfg, dev, images, labels, fmt, precision == "bf16")))
+        for size in sizes if name == "lrn" else (None,):
+            lrn = LRNConfig(convention="alexnet-paper", size=size or 5, alpha=1e-4, k=2.0, impl=impl or "torch")
+            cfg = ModelConfig(arch=arch, width=width, norm=name, lrn=lrn)
+            if name == "lrn":
+                kernels[norm] = lrn_kernel_status(Config(model=cfg), dev)
+            for fmt in formats:
+                for precision in precisions:
+                    step = _sgd_step(cfg, dev, images, labels, fmt, precision == "bf16")
+                    variants.append(((norm, size, precision, fmt), step))
     samples = _interleaved([work for _, work in variants], _timer(dev), repeats, warmup, progress)
     setting = {"arch": arch, "width": width, "batch_size": batch_size, "device": device}
     setting |= {"threads": torch.get_num_threads(), "repeats": repeats}
@@ -228,16 +232,18 @@ def _sgd_step(cfg, dev: torch.device, images, labels, fmt: str, amp: bool) -> Ca
 
 
 def _step_rows(variants: list, samples: list[list[float]]) -> list[dict]:
-    """Per (norm, precision, format): median, min and max ms, and ratios to BN alike and to fp32 contiguous BN."""
+    """Per (norm, LRN size, precision, format): median, min and max ms, and ratios to BN alike and to fp32
+    contiguous BN."""
     medians = {key: statistics.median(samples[i]) for i, (key, _) in enumerate(variants)}
-    reference = medians.get(("bn", "fp32", "contiguous"))
+    reference = medians.get(("bn", None, "fp32", "contiguous"))
     rows = []
     for i, (key, _) in enumerate(variants):
-        norm, precision, fmt = key
-        bn = medians.get(("bn", precision, fmt))
+        norm, size, precision, fmt = key
+        bn = medians.get(("bn", None, precision, fmt))
         rows.append(
             {
                 "norm": norm,
+                "size": size,
                 "precision": precision,
                 "format": fmt,
                 "median_ms": medians[key],

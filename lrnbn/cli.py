@@ -453,9 +453,10 @@ def bench_train(
     ),
     precisions: str = typer.Option("fp32,bf16", help="fp32 and/or bf16 (autocast)."),
     formats: str = typer.Option("contiguous,channels_last", help="Memory formats."),
+    sizes: str = typer.Option("5", help="LRN window sizes n (each LRN is timed at every one)."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ) -> None:
-    """One training step per norm x precision x memory format: medians and ratios to BN, side by side."""
+    """One training step per norm x precision x memory format (LRN at each n): medians and ratios to BN."""
     from rich.progress import Progress
 
     from lrnbn.bench import FORMATS, PRECISIONS
@@ -471,12 +472,18 @@ def bench_train(
             raise UserError(f"{option}: expected some of {', '.join(valid)}, got {text!r}")
     from pydantic import ValidationError
 
-    from lrnbn.config import ModelConfig, format_validation_error
+    from lrnbn.config import LRNConfig, ModelConfig, format_validation_error
 
     try:
         ModelConfig(arch=arch, width=width)
     except ValidationError as err:
         raise UserError(format_validation_error(err, "--arch/--width")) from None
+    lrn_sizes = _ints(sizes, "--sizes")
+    try:
+        for size in lrn_sizes:
+            LRNConfig(convention="alexnet-paper", size=size)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, "--sizes")) from None
     resolve_device(device)
     with Progress(transient=True) as progress:
         task = progress.add_task("benchmarking training steps", total=None)
@@ -492,6 +499,7 @@ def bench_train(
                 [n.strip() for n in norms.split(",")] if norms else None,
                 chosen["--precisions"],
                 chosen["--formats"],
+                lrn_sizes,
                 lambda done, total: progress.update(task, completed=done, total=total),
             )
         except ValueError as err:
@@ -506,6 +514,13 @@ def bench_train(
     )
     for norm, kernel in result["lrn_kernels"].items():
         console.print(f"{norm} ran as: {kernel}")
+    if len(lrn_sizes) > 1:
+        spans = {}
+        for r in result["rows"]:
+            if r["size"] is not None and r["ratio_to_bn"] is not None:
+                spans.setdefault((r["norm"], r["precision"], r["format"]), []).append(r["ratio_to_bn"])
+        for (norm, precision, fmt), ratios in spans.items():
+            console.print(f"{norm}, {precision} {fmt}: {min(ratios):.2f}x to {max(ratios):.2f}x BN over n {sizes}")
     for precision, why in result["skipped"].items():
         console.print(f"skipped {precision}: {why}")
     if json_path is not None:
@@ -520,6 +535,7 @@ def _step_row(r: dict) -> dict:
 
     return {
         "norm": r["norm"],
+        "n": "-" if r["size"] is None else str(r["size"]),
         "precision": r["precision"],
         "format": r["format"],
         "median ms": f"{r['median_ms']:.1f}",

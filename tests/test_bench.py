@@ -75,20 +75,29 @@ def test_bench_train_times_each_norm_precision_and_format_and_writes_json(cli, t
         "fp32",
         "--threads",
         "1",
+        "--sizes",
+        "1,21",
         "--json",
         out,
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    keys = [(r["norm"], r["precision"], r["format"]) for r in report["rows"]]
-    assert keys == [(n, "fp32", f) for n in ("bn", "lrn-fused", "none") for f in ("contiguous", "channels_last")]
+    keys = [(r["norm"], r["size"], r["precision"], r["format"]) for r in report["rows"]]
+    formats = ("contiguous", "channels_last")
+    expected = [("bn", None)] + [("lrn-fused", n) for n in (1, 21)] + [("none", None)]
+    assert keys == [(norm, n, "fp32", f) for norm, n in expected for f in formats]
     medians = {key: r["median_ms"] for key, r in zip(keys, report["rows"])}
-    for (_, precision, fmt), r in zip(keys, report["rows"]):
+    for (_, _, precision, fmt), r in zip(keys, report["rows"]):
         assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
-        assert r["ratio_to_bn"] == pytest.approx(r["median_ms"] / medians[("bn", precision, fmt)])
-        assert r["ratio_to_fp32_contiguous_bn"] == pytest.approx(r["median_ms"] / medians[("bn", "fp32", "contiguous")])
+        assert r["ratio_to_bn"] == pytest.approx(r["median_ms"] / medians[("bn", None, precision, fmt)])
+        bn_fp32 = medians[("bn", None, "fp32", "contiguous")]
+        assert r["ratio_to_fp32_contiguous_bn"] == pytest.approx(r["median_ms"] / bn_fp32)
     assert report["lrn_kernels"] == {"lrn-fused": "fused (C++ kernel)"}
     assert "lrn-fused ran as: fused (C++ kernel)" in result.stdout
+    for fmt in formats:
+        ratios = [medians[("lrn-fused", n, "fp32", fmt)] / medians[("bn", None, "fp32", fmt)] for n in (1, 21)]
+        span = f"lrn-fused, fp32 {fmt}: {min(ratios):.2f}x to {max(ratios):.2f}x BN over n 1,21"
+        assert span in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -98,6 +107,9 @@ def test_bench_train_times_each_norm_precision_and_format_and_writes_json(cli, t
         (["--precisions", "fp16"], "--precisions: expected some of fp32, bf16"),
         (["--formats", "nhwc"], "--formats: expected some of contiguous, channels_last"),
         (["--arch", "vgg"], "--arch/--width: arch:"),
+        (["--sizes", "4"], "alexnet-paper needs an odd size"),
+        (["--sizes", "0"], "--sizes: size:"),
+        (["--sizes", "five"], "--sizes: expected comma-separated integers"),
     ],
 )
 def test_bench_train_bad_options(cli, args, fragment):
