@@ -85,6 +85,12 @@ class Comparison:
         versus = f" minus {self.baseline}" if self.baseline else ""
         return f"{self.study}: {self.subject}{versus}" + (f", {self.measure}" if self.measure else "")
 
+    @property
+    def reads(self) -> str:
+        """The comparison as a person reads it: "LRN minus BN: epochs to 75.0% (convergence-standard)"."""
+        versus = f" minus {plain(self.baseline)}" if self.baseline else ""
+        return f"{plain(self.subject)}{versus}: {self.measure} ({self.study})"
+
     def figure(self) -> str:
         return self.share.text() if self.share else self.diff.text(self.scale, self.unit)
 
@@ -114,11 +120,28 @@ class Verdict:
     evidence: list[dict] = field(default_factory=list)  # rows for a table
     runs: list[str] = field(default_factory=list)  # run directories used
     figure: str = ""  # the study plot that shows the claim (its Claim's figure)
+    limits: list[str] = field(default_factory=list)  # what the verdict does not show, one phrase each
 
     @property
     def key_comparison(self) -> Comparison | None:
         """The comparison to quote beside the verdict: the first that holds, else the first."""
         return next((c for c in self.comparisons if c.holds), self.comparisons[0] if self.comparisons else None)
+
+
+NORM_WORDS = {"bn": "BN", "lrn": "LRN", "none": "no normalization", "gn": "GroupNorm", "ln": "LayerNorm"}
+
+
+def plain(label: str) -> str:
+    """A variant's label in words: "norm=bn,lr=0.01" -> "BN, lr 0.01", "none" -> "no normalization"; another name
+    ("pytorch-lrn-k1") stays as it is."""
+    parts = []
+    for part in label.split(","):
+        key, eq, value = part.partition("=")
+        if not eq:
+            parts.append(NORM_WORDS.get(part, part))
+        else:
+            parts.append(NORM_WORDS.get(value, value) if key == "norm" else f"{key} {value}")
+    return ", ".join(parts)
 
 
 def ladder(outcomes: list[bool]) -> str:
@@ -168,8 +191,13 @@ def _inconclusive(claim: str, statement: str, thresholds: str, reason: str, evid
     return Verdict(claim, statement, INCONCLUSIVE, reason, thresholds, [], list(evidence), list(runs))
 
 
-def _decide(claim, statement, thresholds, comparisons, reasons: dict, evidence, runs, extra: str = "") -> Verdict:
+def _decide(
+    claim, statement, thresholds, comparisons, reasons: dict, evidence, runs, extra: str = "", limits=()
+) -> Verdict:
+    """The verdict from the comparisons after Holm's correction, with its reason in words and `limits`, what it does
+    not show (to which it adds the comparisons that hold by Welch's t alone)."""
     comparisons = corrected(comparisons)
+    limits = list(limits)
     doubted = [c for c in comparisons if c.holds and not c.share and c.diff.tests_disagree]
     if doubted:
         extra += (
@@ -177,18 +205,20 @@ def _decide(claim, statement, thresholds, comparisons, reasons: dict, evidence, 
             f"not by the exact permutation test, whose smallest p is 1 / C(n_a + n_b, n_a) (1/20 at 3 seeds against "
             f"3): with so few seeds they rest on normality; more seeds would settle them."
         )
+        verb = "holds" if len(doubted) == 1 else "hold"
+        limits.append(f"certainty beyond normality: {len(doubted)} of its comparisons {verb} by Welch's t alone")
     if not any(c.holds or c.refuted for c in comparisons):
         # The runs neither show the claim nor rule it out: say why, and whether more seeds could change that.
         missing = "; ".join(f"{c.what} ({c.missing})" for c in comparisons)
         advice = "; run more seeds" if any(c.seeds_decide for c in comparisons) else ""
         reason = f"no comparison is decided: {missing}{advice}" + extra
-        return Verdict(claim, statement, INCONCLUSIVE, reason, thresholds, comparisons, evidence, runs)
+        return Verdict(claim, statement, INCONCLUSIVE, reason, thresholds, comparisons, evidence, runs, limits=limits)
     verdict = ladder([c.holds for c in comparisons])
     reason = reasons[verdict]
     unshown = [c for c in comparisons if not c.holds]
     if unshown and verdict != NOT_REPRODUCED:
         reason += " Not shown: " + "; ".join(f"{c.what} ({c.missing})" for c in unshown) + "."
-    return Verdict(claim, statement, verdict, reason + extra, thresholds, comparisons, evidence, runs)
+    return Verdict(claim, statement, verdict, reason + extra, thresholds, comparisons, evidence, runs, limits=limits)
 
 
 def _runs_of(variants: list[Variant]) -> list[str]:
@@ -298,6 +328,8 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
         )
     yardsticks = [text for study in dict.fromkeys(v.study for v in used) if (text := _lr_yardstick(studies[study]))]
     extra = f" For scale, the learning rate moves the others: {'; '.join(yardsticks)}." if yardsticks else ""
+    # Best minus worst picks both ends after seeing the data: it overstates the spread a fresh sweep would give.
+    limits = ["how far a fresh sweep would spread: best minus worst is picked after the fact"]
     reasons = {
         REPRODUCED: "BN's normalization has trainable parameters and LRN's has none; final accuracy moves with LRN's "
         "hand-set values.",
@@ -305,7 +337,7 @@ def claim_c1(studies: dict[str, list[Variant]]) -> Verdict:
         NOT_REPRODUCED: "LRN's accuracy does not move measurably across the swept settings, so its hand-set values "
         "are not a burden here.",
     }
-    return _decide("C1", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
+    return _decide("C1", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra, limits)
 
 
 def _lr_yardstick(variants: list[Variant]) -> str | None:
@@ -387,33 +419,38 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         )
     # Against no normalization, and the mechanism, for the groups the verdict compared: elsewhere (a target out of
     # reach, one seed) they explain nothing.
-    against_none = [text for group in compared if (text := _against_none(group, epochs))]
-    mechanisms = [text for group in compared if (text := _drift_mechanism(group, epochs))]
-    extra = f" Against no normalization: {'; '.join(against_none)}." if against_none else ""
+    against_none = [found for group in compared if (found := _against_none(group, epochs))]
+    mechanisms = [found for group in compared if (found := _drift_mechanism(group, epochs))]
+    extra = f" Against no normalization: {'; '.join(t for t, _ in against_none)}." if against_none else ""
+    limits = []
+    if any(not lrn_slower for _, lrn_slower in against_none):
+        limits.append("that LRN slows training: it is not measurably slower than no normalization; BN is fast")
     if mechanisms:
-        extra += f" Mechanism (probes): {'; '.join(mechanisms)}."
+        extra += f" Mechanism (probes): {'; '.join(t for t, _ in mechanisms)}."
+        if not all(predicts for _, predicts in mechanisms):
+            limits.append("the note's why: output drift does not predict the speed order")
     else:
         extra += " The mechanism (steady input distributions) is not measured by these runs (enable probes)."
+        limits.append("the note's why: drift is not measured (no probes)")
     reasons = {
         REPRODUCED: "BN reached the target measurably sooner than every LRN variant.",
         CONDITIONAL: "BN reached the target measurably sooner than some LRN variants, not all.",
         NOT_REPRODUCED: "BN did not reach the target measurably sooner than LRN.",
     }
     used = [v for group in compared for v in group]
-    return _decide("C2", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
+    return _decide("C2", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra, limits)
 
 
-def _against_none(group: list[Variant], epochs) -> str | None:
-    """BN's and LRN's epochs to the target minus no normalization's: which of them is the fast or the slow one."""
+def _against_none(group: list[Variant], epochs) -> tuple[str, bool] | None:
+    """BN's and LRN's epochs to the target minus no normalization's: which of them is the fast or the slow one; and
+    whether every LRN variant is measurably slower than none (its interval above 0)."""
     none = [v for v in _by_norm(group, "none") if v.seeds() >= MIN_SEEDS]
     if not none:
         return None
-    diffs = [
-        f"{v.label} minus {none[0].label} {welch(epochs(v), epochs(none[0])).text(unit=' epochs', digits=2)}"
-        for v in group
-        if v.norm in ("bn", "lrn")
-    ]
-    return f"{group[0].study}: {', '.join(diffs)}"
+    diffs = {v.label: welch(epochs(v), epochs(none[0])) for v in group if v.norm in ("bn", "lrn")}
+    texts = [f"{label} minus {none[0].label} {d.text(unit=' epochs', digits=2)}" for label, d in diffs.items()]
+    lrn = [diffs[v.label] for v in _by_norm(group, "lrn")]
+    return f"{group[0].study}: {', '.join(texts)}", all(d.has_interval and d.low > 0 for d in lrn)
 
 
 def _run_drift(run) -> float | None:
@@ -424,9 +461,9 @@ def _run_drift(run) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _drift_mechanism(group: list[Variant], epochs) -> str | None:
+def _drift_mechanism(group: list[Variant], epochs) -> tuple[str, bool] | None:
     """The note's mechanism, tested: each variant's output drift (per-run means, so with intervals against BN's), and
-    whether ordering the variants by drift orders them by epochs to the target."""
+    whether ordering the variants by drift orders them by epochs to the target (the text, and that answer)."""
     drift = {v.label: [d for r in v.finished if (d := _run_drift(r)) is not None] for v in group}
     bn = _by_norm(group, "bn")
     if not bn or any(len(values) < MIN_SEEDS for values in drift.values()):
@@ -446,11 +483,12 @@ def _drift_mechanism(group: list[Variant], epochs) -> str | None:
     by_drift = [v.label for v in sorted(group, key=lambda v: statistics.fmean(drift[v.label]))]
     by_speed = [v.label for v in sorted(group, key=lambda v: statistics.fmean(epochs(v)))]
     predicts = "predicts" if by_drift == by_speed else "does not predict"
-    return (
+    text = (
         f"{group[0].study}: output drift per probe interval {means} ({differences}); BN's is {lowest}; ordered by "
         f"drift {' < '.join(by_drift)}, by epochs to the target {' < '.join(by_speed)}: drift {predicts} the speed "
         f"order"
     )
+    return text, by_drift == by_speed
 
 
 def _mean_seconds(reached: list[tuple]) -> str:
@@ -493,9 +531,9 @@ def _why_no_gap(stuck: list[str], underfit: list[str]) -> str:
     )
 
 
-def _gap_caveats(compared: list[list[Variant]]) -> str:
+def _gap_caveats(compared: list[list[Variant]]) -> tuple[str, list[str]]:
     """What the gap does not show: where every run fits fully it is the test accuracy difference; and whether BN's
-    weight updates are the smallest, as the note's mechanism says."""
+    weight updates are the smallest, as the note's mechanism says (the words, and the limits in a phrase each)."""
     memorised = [
         g[0].study for g in compared if all(min(r.metrics[-1]["train_acc"] for r in v.finished) >= FULL_FIT for v in g)
     ]
@@ -505,19 +543,20 @@ def _gap_caveats(compared: list[list[Variant]]) -> str:
         if memorised
         else ""
     )
+    limits = ["why BN generalizes better: every run fits its training data fully"] if memorised else []
     updates = [c for c in (_probe_comparison(g, "update_ratio") for g in compared) if c]
     if not updates:
-        return (
-            text + " Weight-update sizes are not measured by these runs (enable probes); the gap is the only evidence."
-        )
-    smallest = "are the smallest" if all(h for _, h in updates) else "are not the smallest"
-    return (
-        text
-        + f" Relative weight update per step (probes): {'; '.join(t for t, _ in updates)}; BN's updates {smallest}."
+        text += " Weight-update sizes are not measured by these runs (enable probes); the gap is the only evidence."
+        return text, limits + ["the note's why: weight-update sizes are not measured (no probes)"]
+    smallest = all(h for _, h in updates)
+    text += (
+        f" Relative weight update per step (probes): {'; '.join(t for t, _ in updates)}; BN's updates "
+        f"{'are' if smallest else 'are not'} the smallest."
     )
+    return text, limits + ([] if smallest else ["the note's why: BN's weight updates are not the smallest"])
 
 
-def _weight_decay_part(group: list[Variant], variants: list[Variant]) -> str:
+def _weight_decay_part(group: list[Variant], variants: list[Variant]) -> tuple[str, list[str]]:
     """BN's gap without weight decay against with it, in the same study: BN's scale invariance interacts with weight
     decay, so part of BN's smaller gap may be weight decay's rather than BN's."""
     bn = _by_norm(group, "bn")[0]
@@ -528,9 +567,10 @@ def _weight_decay_part(group: list[Variant], variants: list[Variant]) -> str:
     plain = [v for v in variants if v.norm == "bn" and v.get("train.weight_decay") == 0 and v is not bn]
     twin = next((v for v in plain if rest(v) == rest(bn) and v.seeds() >= MIN_SEEDS), None)
     if twin is None:
-        return f" {bn.study} has no BN run without weight decay, so weight decay's part in BN's gap is not measured."
+        text = f" {bn.study} has no BN run without weight decay, so weight decay's part in BN's gap is not measured."
+        return text, ["weight decay's part in BN's gap (no BN run without it)"]
     diff = welch(twin.gaps(), bn.gaps())
-    return f" {bn.study}: BN's train-test gap without weight decay minus with it {diff.text(100, ' points')}."
+    return f" {bn.study}: BN's train-test gap without weight decay minus with it {diff.text(100, ' points')}.", []
 
 
 def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
@@ -565,8 +605,10 @@ def claim_c3(studies: dict[str, list[Variant]]) -> Verdict:
         CONDITIONAL: "BN's gap is measurably smaller than some LRN variants' only.",
         NOT_REPRODUCED: "BN's train-test gap is not measurably smaller than LRN's.",
     }
-    caveats = _gap_caveats(compared) + "".join(_weight_decay_part(g, studies[g[0].study]) for g in compared)
-    return _decide("C3", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), caveats)
+    caveats, limits = _gap_caveats(compared)
+    for text, missing in (_weight_decay_part(g, studies[g[0].study]) for g in compared):
+        caveats, limits = caveats + text, limits + missing
+    return _decide("C3", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), caveats, limits)
 
 
 def _window(v: Variant) -> str:
@@ -625,9 +667,11 @@ def _growth(group: list[Variant], timed: list[Variant]) -> list[tuple[str, Compa
     return pairs
 
 
-def _cost_summary(comparisons: list[Comparison], growth: dict, used: list[Variant], note_pairs: list[str]) -> str:
+def _cost_summary(
+    comparisons: list[Comparison], growth: dict, used: list[Variant], note_pairs: list[str]
+) -> tuple[str, list[str]]:
     """C4 in words: how many LRN variants cost more than BN, which implementations grow with n, the note's own pairs,
-    and how many timed epochs overlapped other work."""
+    and how many timed epochs overlapped other work (the words, and the limits in a phrase each)."""
     grows = {impl: all(comparisons[i].holds for i in places) for impl, places in growth.items()}
     costlier = [c.holds for c in comparisons if c.baseline == "BN"]
     text = f" LRN cost measurably more than BN in {sum(costlier)}/{len(costlier)} LRN variants."
@@ -643,7 +687,8 @@ def _cost_summary(comparisons: list[Comparison], growth: dict, used: list[Varian
             f" {sum(o[0] for o in busy)} of {sum(o[1] for o in busy)} timed epochs overlapped other work on the "
             f"machine (load above their own threads): rerun the study alone for times that compare."
         )
-    return text
+        return text, [f"times alone on the machine: {sum(o[0] for o in busy)} timed epochs overlapped other work"]
+    return text, []
 
 
 def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
@@ -676,13 +721,13 @@ def claim_c4(studies: dict[str, list[Variant]]) -> Verdict:
         needs = "needs runs: BN and LRN timed in one study, e.g. configs/notes/timing-quick.yaml"
         return _inconclusive("C4", statement, thresholds, needs)
     comparisons = corrected(comparisons)
-    extra = _cost_summary(comparisons, growth, used, note_pairs)
+    extra, limits = _cost_summary(comparisons, growth, used, note_pairs)
     reasons = {
         REPRODUCED: "LRN cost more than BN, and its cost grew with n.",
         CONDITIONAL: "Only part of the claim holds.",
         NOT_REPRODUCED: "LRN was not measurably costlier than BN, nor did its cost grow with n.",
     }
-    return _decide("C4", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
+    return _decide("C4", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra, limits)
 
 
 def _in_notes_conditions(v: Variant) -> bool:
@@ -821,7 +866,10 @@ def claim_c5(studies: dict[str, list[Variant]]) -> Verdict:
             else ": the note's stated conditions alone do not produce it."
         ),
     }
-    return _decide("C5", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra)
+    # Where the net stays at chance without LRN too, the 10% is there but k is not its cause.
+    stuck_anyway = f"that k causes the 10% in the {len(masked)} settings stuck at it: they stay there without LRN"
+    limits = [stuck_anyway] if masked else []
+    return _decide("C5", statement, thresholds, comparisons, reasons, evidence, _runs_of(used), extra, limits)
 
 
 @dataclass(frozen=True)

@@ -544,10 +544,11 @@ def summary_rows(verdicts: list[Verdict], studies: dict[str, list[Variant]]) -> 
             {
                 "claim": v.claim,
                 "verdict": v.verdict,
-                "key comparison": key.what if key else v.reason,
+                "key comparison": key.reads if key else v.reason,
                 "figure [95% CI]": key.figure() if key else "-",
                 "seeds": key.row()["n"] if key else "-",
                 "shown": f"{sum(c.holds for c in v.comparisons)}/{len(v.comparisons)}" if v.comparisons else "-",
+                "does not show": "; ".join(v.limits) or "-",
                 "horizon": "; ".join(f"{s}: {horizon(studies[s])}" for s in used if s in studies) or "-",
             }
         )

@@ -43,7 +43,9 @@ def test_c5_not_reproduced_when_lrn_learns(tmp_path):
 
 def test_c5_inconclusive_when_the_control_is_stuck_too_or_seeds_are_missing(tmp_path):
     k_study(tmp_path / "a", CHANCE, CHANCE)
-    assert claims.claim_c5(studies(tmp_path / "a")).verdict == claims.INCONCLUSIVE
+    stuck = claims.claim_c5(studies(tmp_path / "a"))
+    assert stuck.verdict == claims.INCONCLUSIVE
+    assert stuck.limits == ["that k causes the 10% in the 2 settings stuck at it: they stay there without LRN"]
     k_study(tmp_path / "b", CHANCE, LEARNS, seeds=2)
     verdict = claims.claim_c5(studies(tmp_path / "b"))
     assert verdict.verdict == claims.INCONCLUSIVE and verdict.reason.startswith("needs runs")
@@ -116,6 +118,7 @@ def test_c4_says_when_timed_epochs_overlapped_other_work_and_the_report_gives_th
     (busy.path / "metrics.jsonl").write_text(json.dumps({**lines[0], "load_1m": 3.2, "threads": 2}) + "\n")
     verdict = claims.claim_c4(studies(tmp_path))
     assert "1 of 1 timed epochs overlapped other work on the machine" in verdict.reason
+    assert "times alone on the machine: 1 timed epochs overlapped other work" in verdict.limits
     rows = {row["variant"]: row for row in verdict.evidence}
     assert (
         rows["torch10"]["epochs overlapping other work"] == "1/1"
@@ -205,20 +208,25 @@ def test_c3_says_when_every_run_fits_fully_so_the_gap_is_the_test_accuracy_diffe
         "In conv every run ends at >= 99.5% training accuracy, so the gap difference is the test accuracy "
         "difference" in verdict.reason
     )
+    assert "why BN generalizes better: every run fits its training data fully" in verdict.limits
     convergence_study(tmp_path / "b", [0.6], [0.55], bn_train=[0.97], lrn_train=[0.99])
-    assert "gap difference is the test accuracy difference" not in claims.claim_c3(studies(tmp_path / "b")).reason
+    fitted = claims.claim_c3(studies(tmp_path / "b"))
+    assert "gap difference is the test accuracy difference" not in fitted.reason
+    assert not any(limit.startswith("why BN generalizes better") for limit in fitted.limits)
 
 
 def test_c3_measures_weight_decays_part_in_bns_gap_where_bn_ran_without_it(tmp_path):
     convergence_study(tmp_path, [0.6], [0.55], bn_train=[1.0], lrn_train=[1.0])
     verdict = claims.claim_c3(studies(tmp_path))
     assert "conv has no BN run without weight decay" in verdict.reason
+    assert "weight decay's part in BN's gap (no BN run without it)" in verdict.limits
     for seed in (0, 1):
         settings = {"model.norm": "bn", "train.weight_decay": 0, "experiment.seed": seed}
         make_run(tmp_path, "conv", f"bn-nowd,seed={seed}", settings, jittered([0.58], seed), train_accs=[1.0])
     verdict = claims.claim_c3(studies(tmp_path))
     # Gaps 0.42, 0.417 against 0.4, 0.397: +2 points, Welch half-width t(0.975, 2) * sqrt(2 * 0.0015^2) = 0.9.
     assert "conv: BN's train-test gap without weight decay minus with it +2.0 [+1.1, +2.9] points." in verdict.reason
+    assert not any(limit.startswith("weight decay's part") for limit in verdict.limits)
 
 
 def test_c3_compares_train_test_gaps(tmp_path):
@@ -581,6 +589,7 @@ def test_c2_judges_the_mechanism_only_in_the_studies_whose_speed_it_compared(tmp
         "measurably the lowest; ordered by drift bn < lrn, by epochs to the target bn < lrn: drift predicts"
     ) in verdict.reason
     assert "far:" not in verdict.reason
+    assert not any(limit.startswith("the note's why") for limit in verdict.limits)
 
 
 def test_c2_leaves_an_lrn_held_at_chance_to_c5(tmp_path):
@@ -602,3 +611,26 @@ def test_c2_compares_bn_and_lrn_with_no_normalization_too(tmp_path):
     verdict = claims.claim_c2(studies(tmp_path), target=0.5)
     assert "Against no normalization: conv: bn minus none -0.78 " in verdict.reason  # 0.5 at 1 - 0.05/0.15 against 1.67
     assert "lrn minus none -0.01 [-0.03, +0.01] epochs" in verdict.reason
+    assert "that LRN slows training: it is not measurably slower than no normalization; BN is fast" in verdict.limits
+    assert "the note's why: drift is not measured (no probes)" in verdict.limits
+
+
+@pytest.mark.parametrize(
+    "label,words",
+    [
+        ("norm=lrn", "LRN"),
+        ("norm=bn,lr=0.01", "BN, lr 0.01"),
+        ("norm=none", "no normalization"),
+        ("bn", "BN"),
+        ("pytorch-lrn-k1", "pytorch-lrn-k1"),
+        ("pt-k0.5-norm,lr=0.05", "pt-k0.5-norm, lr 0.05"),
+    ],
+)
+def test_a_variants_label_in_words(label, words):
+    assert claims.plain(label) == words
+
+
+def test_a_comparison_reads_as_words_with_its_study_last(tmp_path):
+    convergence_study(tmp_path, [0.6], [0.55], bn_train=[0.97], lrn_train=[0.99])
+    reads = [c.reads for c in claims.claim_c3(studies(tmp_path)).comparisons]
+    assert reads == ["LRN minus BN: train-test gap (conv)"]

@@ -42,8 +42,8 @@ def test_report_writes_markdown_tables_plots_and_claims_from_disk(tmp_path):
     assert not (tmp_path / "out" / "timing-accuracy.png").exists()  # one epoch per run: no curve to draw
     # The summary comes first: each claim's verdict with its key difference and interval, then the figures.
     summary = text[: text.index("## Claims")]
-    assert "| claim | verdict | key comparison | figure [95% CI] | seeds | shown | horizon |" in summary
-    assert "| C4 | reproduced only under conditions | timing: fast1 minus BN, epoch s | +2.0 [" in summary
+    assert "| claim | verdict | key comparison | figure [95% CI] | seeds | shown | does not show | horizon |" in summary
+    assert "| C4 | reproduced only under conditions | fast1 minus BN: epoch s (timing) | +2.0 [" in summary
     assert "](timing-time-vs-n.png)" in summary and "1 epoch of" in summary
 
 
