@@ -311,6 +311,35 @@ def _cuda_devices(text: str) -> list[int]:
     return indices
 
 
+def _write_bench(path: Path | None, result: dict, device: str) -> None:
+    """A benchmark's results as JSON at `path` (when given), with the machine they were measured on, since timings
+    compare only within one machine: CPU or GPU name and ISA, threads, versions, git state, the load at the end."""
+    if path is None:
+        return
+    import platform
+    import sys
+
+    import torch
+
+    from lrnbn.machine import cpu_bf16_support, device_name, git_state
+    from lrnbn.rundir import atomic_write_text
+
+    dev = torch.device(device)
+    machine = {
+        "device": device_name(dev),
+        **({"cpu_bf16": cpu_bf16_support()} if dev.type == "cpu" else {}),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_1m_after": os.getloadavg()[0],
+        "lrnbn": lrnbn.__version__,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "git": git_state(),
+        "command": sys.argv,
+    }
+    atomic_write_text(path, json.dumps({**result, "machine": machine}, indent=2) + "\n")
+
+
 def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
@@ -393,10 +422,7 @@ def bench_lrn(
     from lrnbn import fused
 
     console.print(f"impl fused ran as: {fused.status(torch.device(device).type)}")
-    if json_path is not None:
-        from lrnbn.rundir import atomic_write_text
-
-        atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
+    _write_bench(json_path, {"rows": results, "targets": lrn_targets(results)}, device)
 
 
 def _bench_peers(dims, threads, repeats: int, warmup: int, radii, json_path: Path | None) -> None:
@@ -432,10 +458,7 @@ def _bench_peers(dims, threads, repeats: int, warmup: int, radii, json_path: Pat
     )
     for name, why in skipped.items():
         console.print(f"skipped {name}: {why}")
-    if json_path is not None:
-        from lrnbn.rundir import atomic_write_text
-
-        atomic_write_text(json_path, json.dumps({"rows": rows, "skipped": skipped}, indent=2) + "\n")
+    _write_bench(json_path, {"rows": rows, "skipped": skipped}, "cpu")
 
 
 @bench_app.command("train")
@@ -523,10 +546,7 @@ def bench_train(
             console.print(f"{norm}, {precision} {fmt}: {min(ratios):.2f}x to {max(ratios):.2f}x BN over n {sizes}")
     for precision, why in result["skipped"].items():
         console.print(f"skipped {precision}: {why}")
-    if json_path is not None:
-        from lrnbn.rundir import atomic_write_text
-
-        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+    _write_bench(json_path, result, device)
 
 
 def _step_row(r: dict) -> dict:

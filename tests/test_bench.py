@@ -24,7 +24,8 @@ def test_bench_lrn_prints_ratios_and_writes_json(cli, tmp_path):
         out,
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())
+    report = json.loads(out.read_text())
+    rows = report["rows"]
     assert [(r["impl"], r["size"]) for r in rows] == [
         ("bn", None),
         ("torch", 1),
@@ -40,6 +41,9 @@ def test_bench_lrn_prints_ratios_and_writes_json(cli, tmp_path):
     for r in rows:
         assert r["median_ms"] > 0 and r["ratio_to_bn"] == pytest.approx(r["median_ms"] / bn)
     assert "torch_over_fast_at_n3" in result.stdout and "torch_over_fused_at_n3" in result.stdout
+    fused = [r["median_ms"] for r in rows if r["impl"] == "fused"]
+    assert report["targets"]["fused_flatness_max_over_min"] == pytest.approx(max(fused) / min(fused))
+    assert report["machine"]["threads"] == 1 and report["machine"]["device"]
     assert "ratio to BN" in result.stdout and "impl fused ran as: fused (C++ kernel)" in result.stdout
 
 
@@ -93,6 +97,7 @@ def test_bench_train_times_each_norm_precision_and_format_and_writes_json(cli, t
         bn_fp32 = medians[("bn", None, "fp32", "contiguous")]
         assert r["ratio_to_fp32_contiguous_bn"] == pytest.approx(r["median_ms"] / bn_fp32)
     assert report["lrn_kernels"] == {"lrn-fused": "fused (C++ kernel)"}
+    assert report["machine"]["threads"] == 1 and "avx512_bf16" in report["machine"]["cpu_bf16"]
     assert "lrn-fused ran as: fused (C++ kernel)" in result.stdout
     for fmt in formats:
         ratios = [medians[("lrn-fused", n, "fp32", fmt)] / medians[("bn", None, "fp32", fmt)] for n in (1, 21)]
