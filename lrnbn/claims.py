@@ -443,13 +443,13 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
 
 def _against_none(group: list[Variant], epochs) -> tuple[str, bool] | None:
     """BN's and LRN's epochs to the target minus no normalization's: which of them is the fast or the slow one; and
-    whether every LRN variant is measurably slower than none (its interval above 0)."""
+    whether every LRN variant that learned is measurably slower than none (its interval above 0)."""
     none = [v for v in _by_norm(group, "none") if v.seeds() >= MIN_SEEDS]
     if not none:
         return None
     diffs = {v.label: welch(epochs(v), epochs(none[0])) for v in group if v.norm in ("bn", "lrn")}
     texts = [f"{label} minus {none[0].label} {d.text(unit=' epochs', digits=2)}" for label, d in diffs.items()]
-    lrn = [diffs[v.label] for v in _by_norm(group, "lrn")]
+    lrn = [diffs[v.label] for v in _by_norm(group, "lrn") if v.learned(CHANCE_TOLERANCE)]  # at chance: C5's
     return f"{group[0].study}: {', '.join(texts)}", all(d.has_interval and d.low > 0 for d in lrn)
 
 

@@ -612,6 +612,17 @@ def test_c2_compares_bn_and_lrn_with_no_normalization_too(tmp_path):
     assert "Against no normalization: conv: bn minus none -0.78 " in verdict.reason  # 0.5 at 1 - 0.05/0.15 against 1.67
     assert "lrn minus none -0.01 [-0.03, +0.01] epochs" in verdict.reason
     assert "that LRN slows training: it is not measurably slower than no normalization; BN is fast" in verdict.limits
+    # A study where LRN and none both stay at chance (an initialisation) says nothing of LRN's speed: C5's. Here the
+    # LRN that learns (study "conv") reaches 50% a measurable epoch after none.
+    curves = {("conv", "lrn"): [0.2, 0.45, 0.7], ("conv", "none"): [0.3, 0.6, 0.7]}
+    curves |= {("stuck", "lrn"): [0.1] * 3, ("stuck", "none"): [0.1] * 3}
+    curves |= {(study, "bn"): [0.55, 0.7, 0.75] for study in ("conv", "stuck")}
+    for seed in range(3):
+        for (study, norm), accs in curves.items():
+            settings = {"model.norm": norm, "experiment.seed": seed}
+            make_run(tmp_path / "s", study, f"{norm},seed={seed}", settings, jittered(accs, seed))
+    limits = claims.claim_c2(studies(tmp_path / "s"), target=0.5).limits
+    assert not any(limit.startswith("that LRN slows training") for limit in limits)
     assert "the note's why: drift is not measured (no probes)" in verdict.limits
 
 
