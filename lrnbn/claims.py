@@ -564,8 +564,8 @@ def _weight_decay_part(group: list[Variant], variants: list[Variant]) -> tuple[s
     def rest(v: Variant) -> tuple:
         return v.settings_without(lambda k: k == "train.weight_decay")
 
-    plain = [v for v in variants if v.norm == "bn" and v.get("train.weight_decay") == 0 and v is not bn]
-    twin = next((v for v in plain if rest(v) == rest(bn) and v.seeds() >= MIN_SEEDS), None)
+    undecayed = [v for v in variants if v.norm == "bn" and v.get("train.weight_decay") == 0 and v is not bn]
+    twin = next((v for v in undecayed if rest(v) == rest(bn) and v.seeds() >= MIN_SEEDS), None)
     if twin is None:
         text = f" {bn.study} has no BN run without weight decay, so weight decay's part in BN's gap is not measured."
         return text, ["weight decay's part in BN's gap (no BN run without it)"]
