@@ -14,6 +14,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -85,14 +88,111 @@ Layout layout_of(const at::Tensor& x) {
   return last ? Layout{N, C, HW, HW * C, 1, C, true} : Layout{N, C, HW, C * HW, HW, 1, false};
 }
 
+#if defined(__AVX512F__)
+// 16 stored values as 16 floats, and back, rounding as load() and store() do (bf16 to nearest even, NaN kept).
+template <typename scalar_t>
+inline __m512 load16(const scalar_t* p) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return _mm512_loadu_ps(p);
+  } else {
+    const __m256i half = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>)
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+    else
+      return _mm512_cvtph_ps(half);
+  }
+}
+
+template <typename scalar_t>
+inline void store16(scalar_t* p, __m512 v) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    _mm512_storeu_ps(p, v);
+  } else {
+    __m256i half;
+    if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+      const __m512i bits = _mm512_castps_si512(v);
+      const __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+      __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lowest_kept)), 16);
+      rounded = _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+      half = _mm512_cvtepi32_epi16(rounded);
+    } else {
+      half = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), half);
+  }
+}
+
+// Transposes 16 rows of 16 floats in registers: r[i][j] becomes r[j][i]. Interleave 32-bit then 64-bit elements
+// of row pairs (each 128-bit lane then holds one column of 4 rows), then gather the four lanes of each column.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int g = 0; g < 16; g += 4) {  // u[g + j], lane L: column 4L + j of rows g .. g + 3
+    const auto pd = [](__m512 v) { return _mm512_castps_pd(v); };
+    u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[g]), pd(t[g + 2])));
+    u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[g]), pd(t[g + 2])));
+    u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[g + 1]), pd(t[g + 3])));
+    u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[g + 1]), pd(t[g + 3])));
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 low01 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);  // lanes 0, 1 of rows 0-3, then of rows 4-7
+    const __m512 high01 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+    const __m512 low23 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512 high23 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_f32x4(low01, low23, 0x88);
+    r[4 + j] = _mm512_shuffle_f32x4(low01, low23, 0xDD);
+    r[8 + j] = _mm512_shuffle_f32x4(high01, high23, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(high01, high23, 0xDD);
+  }
+}
+#endif
+
+// Copies between a channels_last tile (count pixels of `channels` values, `stride` apart) and its channel-major
+// buffer, in 16x16 blocks transposed in registers where the CPU has AVX-512 and the arithmetic is float; returns
+// how many pixels and channels the blocks covered, the rest being left to the caller's element loop. (Element by
+// element, the copies made channels_last tiles 1.5x slower than the doubling sums they replace; see
+// docs/benchmarks.md.)
+struct Covered {
+  int64_t pixels, channels;
+};
+
+template <bool ToBuffer, typename row_t, typename buf_t>  // row_t, buf_t: the source's element type is const
+Covered transpose_blocks(row_t* rows, int64_t stride, int64_t count, int64_t channels, buf_t* buf) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<std::remove_const_t<buf_t>, float>) {
+    const Covered done{count / 16 * 16, channels / 16 * 16};
+    __m512 r[16];
+    for (int64_t t0 = 0; t0 < done.pixels; t0 += 16)
+      for (int64_t c0 = 0; c0 < done.channels; c0 += 16) {
+        if constexpr (ToBuffer) {
+          for (int i = 0; i < 16; ++i) r[i] = load16(rows + (t0 + i) * stride + c0);
+          transpose16(r);
+          for (int j = 0; j < 16; ++j) _mm512_storeu_ps(buf + (c0 + j) * TILE + t0, r[j]);
+        } else {
+          for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(buf + (c0 + j) * TILE + t0);
+          transpose16(r);
+          for (int i = 0; i < 16; ++i) store16(rows + (t0 + i) * stride + c0, r[i]);
+        }
+      }
+    return done;
+  }
+#endif
+  return {0, 0};
+}
+
 // Copy a tile (pixels p0 .. p0 + count of image n, all channels) into buf[c * TILE + t], zero-filling the tail.
 template <typename scalar_t, typename acc_t>
 void gather(const scalar_t* src, const Layout& L, int64_t n, int64_t p0, int64_t count, acc_t* buf) {
   const scalar_t* base = src + n * L.sN + p0 * L.sP;
   if (count < TILE) std::fill(buf, buf + L.C * TILE, acc_t(0));
   if (L.channels_last) {
+    const Covered done = transpose_blocks<true>(base, L.sP, count, L.C, buf);
     for (int64_t t = 0; t < count; ++t)  // read each pixel's channels in memory order
-      for (int64_t c = 0; c < L.C; ++c) buf[c * TILE + t] = load<acc_t>(base[t * L.sP + c]);
+      for (int64_t c = t < done.pixels ? done.channels : 0; c < L.C; ++c)
+        buf[c * TILE + t] = load<acc_t>(base[t * L.sP + c]);
   } else {
     for (int64_t c = 0; c < L.C; ++c)
       for (int64_t t = 0; t < count; ++t) buf[c * TILE + t] = load<acc_t>(base[c * L.sC + t]);
@@ -103,8 +203,10 @@ template <typename scalar_t, typename acc_t>
 void scatter(const acc_t* buf, const Layout& L, int64_t n, int64_t p0, int64_t count, scalar_t* dst) {
   scalar_t* base = dst + n * L.sN + p0 * L.sP;
   if (L.channels_last) {
+    const Covered done = transpose_blocks<false>(base, L.sP, count, L.C, buf);
     for (int64_t t = 0; t < count; ++t)
-      for (int64_t c = 0; c < L.C; ++c) base[t * L.sP + c] = store<scalar_t>(buf[c * TILE + t]);
+      for (int64_t c = t < done.pixels ? done.channels : 0; c < L.C; ++c)
+        base[t * L.sP + c] = store<scalar_t>(buf[c * TILE + t]);
   } else {
     for (int64_t c = 0; c < L.C; ++c)
       for (int64_t t = 0; t < count; ++t) base[c * L.sC + t] = store<scalar_t>(buf[c * TILE + t]);
@@ -222,101 +324,6 @@ void backward_tiles(const scalar_t* x, const scalar_t* g, scalar_t* dx, const La
   });
 }
 
-// channels_last: each pixel's channels lie together, so a pixel row is processed where it lies, vectorized over the
-// channels, with window sums of shifted rows of a zero-padded buffer (cheaper than transposing tiles into the
-// channel-major layout above: forward+backward of bf16 128x96x16x16 took 4.4 ms this way and 7.1 ms through tiles,
-// 128x32x32x32 8.2 and 9.5 ms, 2 cores).
-//
-// window_sums: sum[c] = pad[c] + ... + pad[c + window - 1] by doubling: runs of 1, 2, 4, ... entries, each the sum
-// of two runs half as long, and each window put together from the runs its size's binary digits name. That is
-// about 2 log2(n) vector additions per element instead of n (n 21: 6 instead of 21), so the cost hardly grows with
-// the window, and nothing is subtracted: each sum adds the window's own values, pairwise, and nothing else.
-template <typename acc_t>
-inline void window_sums(const acc_t* __restrict__ pad, acc_t* __restrict__ sum, acc_t* scratch_a, acc_t* scratch_b,
-                        int64_t C, int64_t window) {
-  const int64_t length = C + window - 1;  // pad's entries: the zero-padded row
-  const acc_t* run = pad;                 // runs of `span` entries: run[i] = pad[i] + ... + pad[i + span - 1]
-  acc_t* spare[2] = {scratch_a, scratch_b};
-  int64_t offset = 0;  // sum[c] holds pad[c .. c + offset - 1] so far
-  bool empty = true;
-  for (int64_t span = 1, which = 0; span <= window; span *= 2) {
-    if (window & span) {
-      const acc_t* __restrict__ from = run + offset;
-      if (empty) {
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) sum[c] = from[c];
-      } else {
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) sum[c] += from[c];
-      }
-      offset += span, empty = false;
-    }
-    if (2 * span <= window) {  // runs twice as long, wherever they fit in the row
-      const acc_t* __restrict__ a = run;
-      const acc_t* __restrict__ b = run + span;
-      acc_t* __restrict__ out = spare[which];
-#pragma omp simd
-      for (int64_t i = 0; i <= length - 2 * span; ++i) out[i] = a[i] + b[i];
-      run = out, which ^= 1;
-    }
-  }
-}
-
-template <Power P, typename scalar_t, typename acc_t>
-void forward_rows(const scalar_t* x, scalar_t* y, const Layout& L, acc_t k, acc_t alpha, acc_t beta, int64_t before,
-                  int64_t after) {
-  const int64_t C = L.C, window = before + after + 1;
-  at::parallel_for(0, L.N * L.HW, 16, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> xr(C), sum(C), sq(C + window, acc_t(0));  // sq[before + c] holds channel c's square
-    std::vector<acc_t> run(C + window), next(C + window);
-    for (int64_t pixel = begin; pixel < end; ++pixel) {
-      const scalar_t* src = x + pixel * C;
-      scalar_t* dst = y + pixel * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        xr[c] = load<acc_t>(src[c]);
-        sq[before + c] = xr[c] * xr[c];
-      }
-      window_sums(sq.data(), sum.data(), run.data(), next.data(), C, window);
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) dst[c] = store<scalar_t>(xr[c] * negative_power<P>(k + alpha * sum[c], beta));
-    }
-  });
-}
-
-template <Power P, typename scalar_t, typename acc_t>
-void backward_rows(const scalar_t* x, const scalar_t* g, scalar_t* dx, const Layout& L, acc_t k, acc_t alpha,
-                   acc_t beta, int64_t before, int64_t after) {
-  const int64_t C = L.C, window = before + after + 1;
-  const acc_t two_alpha_beta = 2 * alpha * beta;
-  at::parallel_for(0, L.N * L.HW, 16, [&](int64_t begin, int64_t end) {
-    // sq[before + c]: channel c's square; tt[after + j]: g_j a_j q_j / s_j, summed over the mirrored window.
-    std::vector<acc_t> xr(C), gr(C), qr(C), sum(C), sq(C + window, acc_t(0)), tt(C + window, acc_t(0));
-    std::vector<acc_t> run(C + window), next(C + window);
-    for (int64_t pixel = begin; pixel < end; ++pixel) {
-      const scalar_t* xs = x + pixel * C;
-      const scalar_t* gs = g + pixel * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        xr[c] = load<acc_t>(xs[c]);
-        gr[c] = load<acc_t>(gs[c]);
-        sq[before + c] = xr[c] * xr[c];
-      }
-      window_sums(sq.data(), sum.data(), run.data(), next.data(), C, window);
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t s = k + alpha * sum[c];
-        qr[c] = negative_power<P>(s, beta);
-        tt[after + c] = gr[c] * xr[c] * qr[c] / s;
-      }
-      window_sums(tt.data(), sum.data(), run.data(), next.data(), C, window);
-      scalar_t* out = dx + pixel * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) out[c] = store<scalar_t>(gr[c] * qr[c] - two_alpha_beta * xr[c] * sum[c]);
-    }
-  });
-}
-
 template <typename Body>
 void dispatch_power(double beta, Body body) {
   switch (power_of(beta)) {
@@ -342,8 +349,7 @@ at::Tensor forward(const at::Tensor& x, double k, double alpha, double beta, int
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     dispatch_power(beta, [&](auto power) {
       constexpr Power p = decltype(power)::value;
-      const auto kernel = L.channels_last ? forward_rows<p, scalar_t, acc_t> : forward_tiles<p, scalar_t, acc_t>;
-      kernel(x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), L, k, alpha, beta, before, after);
+      forward_tiles<p, scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), L, k, alpha, beta, before, after);
     });
   });
   return y;
@@ -360,8 +366,7 @@ at::Tensor backward(const at::Tensor& x, const at::Tensor& grad, double k, doubl
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     dispatch_power(beta, [&](auto power) {
       constexpr Power p = decltype(power)::value;
-      const auto kernel = L.channels_last ? backward_rows<p, scalar_t, acc_t> : backward_tiles<p, scalar_t, acc_t>;
-      kernel(x.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), L, k, alpha, beta,
+      backward_tiles<p, scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), L, k, alpha, beta,
              before, after);
     });
   });
