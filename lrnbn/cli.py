@@ -421,8 +421,11 @@ def bench_lrn(
         console.print(f"{name}: {value:.2f}")
     from lrnbn import fused
 
-    console.print(f"impl fused ran as: {fused.status(torch.device(device).type)}")
-    _write_bench(json_path, {"rows": results, "targets": lrn_targets(results)}, device)
+    kernel = fused.status(torch.device(device).type)
+    console.print(f"impl fused ran as: {kernel}")
+    setting = {"shape": list(dims), "device": device, "dtype": dtype, "channels_last": channels_last}
+    setting |= {"threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup, "fused_kernel": kernel}
+    _write_bench(json_path, {"rows": results, "targets": lrn_targets(results), "setting": setting}, device)
 
 
 def _bench_peers(dims, threads, repeats: int, warmup: int, radii, json_path: Path | None) -> None:

@@ -44,6 +44,16 @@ def test_bench_lrn_prints_ratios_and_writes_json(cli, tmp_path):
     fused = [r["median_ms"] for r in rows if r["impl"] == "fused"]
     assert report["targets"]["fused_flatness_max_over_min"] == pytest.approx(max(fused) / min(fused))
     assert report["machine"]["threads"] == 1 and report["machine"]["device"]
+    assert report["setting"] == {
+        "shape": [4, 8, 6, 6],
+        "device": "cpu",
+        "dtype": "float32",
+        "channels_last": False,
+        "threads": 1,
+        "repeats": 2,
+        "warmup": 1,
+        "fused_kernel": "fused (C++ kernel)",
+    }
     assert "ratio to BN" in result.stdout and "impl fused ran as: fused (C++ kernel)" in result.stdout
 
 
