@@ -46,6 +46,11 @@ class VariantSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$", description="Readable name, part of the run ids.")
     set: dict[str, Any] = Field(default_factory=dict, description="Dotted key -> value, applied to the base.")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="This variant's seeds instead of the study's: more of them where its runs disagree.",
+    )
 
 
 class StudyFile(BaseModel):
@@ -140,9 +145,8 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
 
     grid_keys = list(spec.grid)
     short = short_names(grid_keys)
-    planned = (
-        max(1, len(spec.variants)) * math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds) * spec.repeats
-    )
+    variants = spec.variants or [VariantSpec(name="base")]
+    planned = sum(len(v.seeds or spec.seeds) for v in variants) * math.prod(map(len, spec.grid.values())) * spec.repeats
     if planned > MAX_PLANNED_RUNS:
         raise ConfigError(
             f"{path}: {planned} runs (variants x grid x seeds x repeats), more than {MAX_PLANNED_RUNS} in "
@@ -151,13 +155,12 @@ def load_study(path: Path, overrides: list[str] = ()) -> Study:
     if spec.shuffle and not spec.interleave:
         raise ConfigError(f"{path}: shuffle orders the variants inside each round: it needs interleave: true")
     points = list(itertools.product(*spec.grid.values())) or [()]
-    variants = spec.variants or [VariantSpec(name="base")]
     settings = len(variants) * len(points)
     runs = []
     for v_index, variant in enumerate(variants):
         for p_index, point in enumerate(points):
             position = v_index * len(points) + p_index  # where this setting runs inside a round
-            for s_index, seed in enumerate(spec.seeds):
+            for s_index, seed in enumerate(variant.seeds or spec.seeds):
                 for repeat in range(spec.repeats):
                     parts = [variant.name] if spec.variants else []
                     parts += [f"{short[k]}={show(v)}" for k, v in zip(grid_keys, point)]

@@ -69,6 +69,24 @@ def test_plan_expands_variants_grid_seeds_and_repeats_with_readable_ids(study_fi
     assert run.train.lr == 0.03 and run.train.epochs == 2  # the study's set, then the command's --set
 
 
+def test_a_variant_with_its_own_seeds_runs_those_instead_of_the_studys(study_file):
+    spec = {
+        "seeds": [0, 1],
+        "interleave": True,
+        "variants": [
+            {"name": "a", "set": {"train.lr": 0.01}},
+            {"name": "b", "set": {"train.lr": 0.02}, "seeds": [0, 1, 2, 3]},
+        ],
+    }
+    study = load_study(study_file(spec))
+    ids = [r.run_id for r in study.runs]
+    # Rounds by seed: b's extra seeds come after every seed both share.
+    assert ids == ["a,seed=0", "b,seed=0", "a,seed=1", "b,seed=1", "b,seed=2", "b,seed=3"]
+    assert [r.config.experiment.seed for r in study.runs if r.variant == "b"] == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="seeds"):
+        load_study(study_file({"variants": [{"name": "a", "seeds": []}]}))
+
+
 def test_shuffle_runs_each_round_in_its_own_fixed_order(study_file):
     spec = {
         "name": "t",
