@@ -5,6 +5,8 @@
   from lrnbn/stats.py and lrnbn/results.py) with their values, for docs/claims.md. The meanings are written by hand:
   this prints the ones docs/claims.md has, and "(to write)" for a new constant.
 - `machine-keys`: lrnbn.keys.MACHINE_KEYS as docs/rundir.md lists them.
+- `bench-step`, `bench-layer`: docs/benchmarks.md's tables of the training step and of one LRN layer against BN,
+  from the benchmark records in results/ (BENCH_RECORDS).
 
 The config reference is `lrnbn config reference` (docs/config.md). tests/test_docs.py checks that every page holds
 what this prints.
@@ -153,11 +155,75 @@ def machine_keys_list() -> str:
     return ", ".join(f"`{key}`" for key in sorted(MACHINE_KEYS))
 
 
+# The benchmark records docs/benchmarks.md tabulates, and which precision and layout each `bench lrn` record holds.
+BENCH_RECORDS = REPO / "results" / "benchmarks-2026-12-04"
+LAYER_RECORDS = {
+    ("fp32", "contiguous"): "lrn-float32---no-channels-last.json",
+    ("fp32", "channels_last"): "lrn-float32---channels-last.json",
+    ("bf16", "contiguous"): "lrn-bfloat16---no-channels-last.json",
+    ("bf16", "channels_last"): "lrn-bfloat16---channels-last.json",
+}
+
+
+def _record(name: str) -> dict:
+    import json
+
+    return json.loads((BENCH_RECORDS / name).read_text())
+
+
+LRNS = ("lrn-torch", "lrn-fused")  # the step table's two LRN columns: the stock layer and the fused one
+
+
+def bench_step_table() -> str:
+    """`bench train`'s record: BN's step, none's ratio, and each LRN's ratio to BN at every n."""
+    rows = _record("train.json")["rows"]
+    sizes = " / ".join(str(size) for size in dict.fromkeys(r["size"] for r in rows if r["norm"] == "lrn-fused"))
+    lines = [
+        f"| precision, format | BN step, ms | none (ratio to BN) | stock LRN at n {sizes} | fused LRN at n {sizes} |",
+        "|---|---|---|---|---|",
+    ]
+    for precision, layout in LAYER_RECORDS:
+        alike = [r for r in rows if (r["precision"], r["format"]) == (precision, layout)]
+        bn, none = (next(r for r in alike if r["norm"] == norm) for norm in ("bn", "none"))
+        stock, fused = (" / ".join(f"{r['ratio_to_bn']:.2f}" for r in alike if r["norm"] == lrn) for lrn in LRNS)
+        lines.append(
+            f"| {precision} {layout} | {bn['median_ms']:.1f} | {none['median_ms']:.1f} ({none['ratio_to_bn']:.2f}) "
+            f"| {stock} | {fused} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def bench_layer_table() -> str:
+    """`bench lrn`'s records: BN's time, each LRN's range over n (max/min), the fused LRN at every n and over BN."""
+    sizes = [r["size"] for r in _record(next(iter(LAYER_RECORDS.values())))["rows"] if r["impl"] == "fused"]
+    lines = [
+        "| dtype, format | BN, ms | stock LRN, ms over n (max/min) | fast LRN | fused LRN | fused at n "
+        + ", ".join(map(str, sizes))
+        + " | fused / BN |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (precision, layout), name in LAYER_RECORDS.items():
+        rows = _record(name)["rows"]
+        bn = next(r["median_ms"] for r in rows if r["impl"] == "bn")
+        ms = {impl: [r["median_ms"] for r in rows if r["impl"] == impl] for impl in ("torch", "fast", "fused")}
+        spans = {impl: (min(v), max(v), max(v) / min(v)) for impl, v in ms.items()}
+        stock, fast = (f"{lo:.0f}-{hi:.0f} ({flat:.2f})" for lo, hi, flat in (spans["torch"], spans["fast"]))
+        lo, hi, flat = spans["fused"]
+        lines.append(
+            f"| {precision} {layout} | {bn:.1f} | {stock} | {fast} | {lo:.1f}-{hi:.1f} ({flat:.2f}) | "
+            + " ".join(f"{v:.1f}" for v in ms["fused"])
+            + f" | {lo / bn:.2f}-{hi / bn:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> None:
     tables = {
         "study-file": study_file_table,
         "claims-constants": lambda: claims_constants_table((REPO / "docs" / "claims.md").read_text()),
         "machine-keys": lambda: machine_keys_list() + "\n",
+        "bench-step": bench_step_table,
+        "bench-layer": bench_layer_table,
     }
     for name in argv or tables:
         if name not in tables:

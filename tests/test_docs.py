@@ -90,6 +90,15 @@ def test_claims_constants_in_docs_are_the_codes():
         assert not missing, f"docs/claims.md's constants table lacks {sorted(missing)} of lrnbn/{module}.py"
 
 
+@pytest.mark.parametrize("table", ["bench-step", "bench-layer"])
+def test_benchmark_tables_in_docs_are_the_records(table):
+    expected = {"bench-step": doc_tables.bench_step_table, "bench-layer": doc_tables.bench_layer_table}[table]()
+    assert expected in read("docs/benchmarks.md"), (
+        f"docs/benchmarks.md's {table} table is not its record's; paste `python scripts/doc_tables.py {table}`:\n"
+        + expected
+    )
+
+
 def test_machine_keys_in_docs_are_the_codes():
     shown = f"only the machine keys of `lrnbn/keys.py` may change ({doc_tables.machine_keys_list()})"
     assert shown in flat(read("docs/rundir.md")), f"docs/rundir.md should say: {shown}"
