@@ -63,7 +63,8 @@ def bench_lrn(
     generator = torch.Generator().manual_seed(0)
     # The gradient in x's layout, as a layer meets it in training. A contiguous gradient under a channels_last x sent
     # BatchNorm2d down a slow path: 134.6 ms instead of 23.2 in fp32, 121.3 instead of 8.9 in bf16 (this shape, 2
-    # threads, AMD EPYC), which had made every LRN look 3-7x cheaper than BN in channels_last.
+    # threads, AMD EPYC, the two gradients alternated in one run of BN alone), which had made every LRN look 3-7x
+    # cheaper than BN in channels_last.
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(shape, generator=generator).to(dev, DTYPES[dtype]).contiguous(memory_format=memory_format)
     x.requires_grad_()

@@ -42,6 +42,12 @@ from lrnbn.rundir import CONFIG_FILE, FINAL_STATUSES, RunBusy, RunDir
 from lrnbn.views import NullStudyView, StudyView
 
 
+def _distinct(seeds: list[int] | None) -> list[int] | None:
+    if seeds is not None and len(set(seeds)) < len(seeds):
+        raise ValueError("each seed once")
+    return seeds
+
+
 class VariantSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$", description="Readable name, part of the run ids.")
@@ -49,8 +55,10 @@ class VariantSpec(BaseModel):
     seeds: list[int] | None = Field(
         None,
         min_length=1,
-        description="This variant's seeds instead of the study's: more of them where its runs disagree.",
+        description="This variant's seeds instead of the study's: more of them where its runs disagree. Interleaved "
+        "rounds go by place in the list (round 3 runs each variant's fourth seed), so list the study's seeds first.",
     )
+    _seeds = field_validator("seeds")(_distinct)
 
 
 class StudyFile(BaseModel):
@@ -74,6 +82,8 @@ class StudyFile(BaseModel):
         "study's name and the round), so that no variant always runs first after a pause or next to the same "
         "neighbour; timing studies use it.",
     )
+
+    _seeds = field_validator("seeds")(_distinct)
 
     @field_validator("grid")
     @classmethod

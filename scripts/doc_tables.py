@@ -165,6 +165,9 @@ LAYER_RECORDS = {
 }
 
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  # bench lrn's --dtype for each precision
+
+
 def _record(name: str) -> dict:
     import json
 
@@ -203,7 +206,11 @@ def bench_layer_table() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for (precision, layout), name in LAYER_RECORDS.items():
-        rows = _record(name)["rows"]
+        record = _record(name)
+        setting = record.get("setting")  # records made before bench lrn wrote one say so only in their file name
+        if setting and (setting["dtype"], setting["channels_last"]) != (DTYPES[precision], layout == "channels_last"):
+            raise SystemExit(f"{name} holds {setting['dtype']}, channels_last {setting['channels_last']}")
+        rows = record["rows"]
         bn = next(r["median_ms"] for r in rows if r["impl"] == "bn")
         ms = {impl: [r["median_ms"] for r in rows if r["impl"] == impl] for impl in ("torch", "fast", "fused")}
         spans = {impl: (min(v), max(v), max(v) / min(v)) for impl, v in ms.items()}

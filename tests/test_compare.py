@@ -80,11 +80,14 @@ def test_a_variant_with_its_own_seeds_runs_those_instead_of_the_studys(study_fil
     }
     study = load_study(study_file(spec))
     ids = [r.run_id for r in study.runs]
-    # Rounds by seed: b's extra seeds come after every seed both share.
+    # Rounds by place in the seed lists: b's extra seeds come after the ones both share.
     assert ids == ["a,seed=0", "b,seed=0", "a,seed=1", "b,seed=1", "b,seed=2", "b,seed=3"]
     assert [r.config.experiment.seed for r in study.runs if r.variant == "b"] == [0, 1, 2, 3]
-    with pytest.raises(ConfigError, match="seeds"):
-        load_study(study_file({"variants": [{"name": "a", "seeds": []}]}))
+    for seeds, fragment in (([], "at least 1"), ([0, 1, 0], "each seed once")):
+        with pytest.raises(ConfigError, match=fragment):
+            load_study(study_file({"variants": [{"name": "a", "seeds": seeds}]}))
+    with pytest.raises(ConfigError, match="each seed once"):
+        load_study(study_file({"seeds": [2, 2], "variants": [{"name": "a"}]}))
 
 
 def test_shuffle_runs_each_round_in_its_own_fixed_order(study_file):

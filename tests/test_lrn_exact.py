@@ -127,10 +127,11 @@ def test_window_sums_are_exact_at_any_magnitude(impl, dtype, channels, conventio
 def test_bf16_and_fp16_are_computed_in_fp32_and_rounded_once(impl, layout, dtype):
     # Within half an ulp of the float64 result of the same inputs, plus fp32's own error (fp16 with impl fused was a
     # NotImplementedError). Magnitudes 0.1 .. 10 keep fp16's outputs and gradients away from its subnormals. 40
-    # channels and 35 pixels: the fused kernel's channels_last tiles are converted in 16x16 blocks and beyond them.
+    # channels and 49 pixels (tiles of 32 and 17): the fused kernel's channels_last tiles are converted in 16x16
+    # blocks and beyond them.
     p = canonical(5, 0.3, 0.75, 1.0, "caffe")
     generator = torch.Generator().manual_seed(2)
-    shape = (2, 40, 5, 7)
+    shape = (2, 40, 7, 7)
     x = (torch.randn(shape, generator=generator).sign() * 10 ** (2 * torch.rand(shape, generator=generator) - 1)).to(
         dtype
     )
