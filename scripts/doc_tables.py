@@ -163,18 +163,14 @@ LAYER_RECORDS = {
     ("bf16", "contiguous"): "lrn-bfloat16---no-channels-last.json",
     ("bf16", "channels_last"): "lrn-bfloat16---channels-last.json",
 }
-
-
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  # bench lrn's --dtype for each precision
+LRNS = ("lrn-torch", "lrn-fused")  # the step table's two LRN columns: the stock layer and the fused one
 
 
 def _record(name: str) -> dict:
     import json
 
     return json.loads((BENCH_RECORDS / name).read_text())
-
-
-LRNS = ("lrn-torch", "lrn-fused")  # the step table's two LRN columns: the stock layer and the fused one
 
 
 def bench_step_table() -> str:
@@ -198,17 +194,18 @@ def bench_step_table() -> str:
 
 def bench_layer_table() -> str:
     """`bench lrn`'s records: BN's time, each LRN's range over n (max/min), the fused LRN at every n and over BN."""
-    sizes = [r["size"] for r in _record(next(iter(LAYER_RECORDS.values())))["rows"] if r["impl"] == "fused"]
+    records = {setting: _record(name) for setting, name in LAYER_RECORDS.items()}
+    sizes = [r["size"] for r in next(iter(records.values()))["rows"] if r["impl"] == "fused"]
     lines = [
         "| dtype, format | BN, ms | stock LRN, ms over n (max/min) | fast LRN | fused LRN | fused at n "
         + ", ".join(map(str, sizes))
         + " | fused / BN |",
         "|---|---|---|---|---|---|---|",
     ]
-    for (precision, layout), name in LAYER_RECORDS.items():
-        record = _record(name)
+    for (precision, layout), record in records.items():
         setting = record.get("setting")  # records made before bench lrn wrote one say so only in their file name
         if setting and (setting["dtype"], setting["channels_last"]) != (DTYPES[precision], layout == "channels_last"):
+            name = LAYER_RECORDS[precision, layout]
             raise SystemExit(f"{name} holds {setting['dtype']}, channels_last {setting['channels_last']}")
         rows = record["rows"]
         bn = next(r["median_ms"] for r in rows if r["impl"] == "bn")

@@ -14,13 +14,13 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -112,7 +112,8 @@ inline void store16(scalar_t* p, __m512 v) {
     if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
       const __m512i bits = _mm512_castps_si512(v);
       const __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-      __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lowest_kept)), 16);
+      const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lowest_kept);
+      __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, bias), 16);
       rounded = _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
       half = _mm512_cvtepi32_epi16(rounded);
     } else {
@@ -351,7 +352,8 @@ at::Tensor forward(const at::Tensor& x, double k, double alpha, double beta, int
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     dispatch_power(beta, [&](auto power) {
       constexpr Power p = decltype(power)::value;
-      forward_tiles<p, scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), L, k, alpha, beta, before, after);
+      forward_tiles<p, scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), L, k, alpha, beta,
+                                        before, after);
     });
   });
   return y;
@@ -368,8 +370,8 @@ at::Tensor backward(const at::Tensor& x, const at::Tensor& grad, double k, doubl
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     dispatch_power(beta, [&](auto power) {
       constexpr Power p = decltype(power)::value;
-      backward_tiles<p, scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), L, k, alpha, beta,
-             before, after);
+      backward_tiles<p, scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
+                                         dx.data_ptr<scalar_t>(), L, k, alpha, beta, before, after);
     });
   });
   return dx;
