@@ -42,6 +42,20 @@ inline acc_t negative_power(acc_t s, acc_t beta) {
   }
 }
 
+// q = s^-beta and q / s, from one division: the backward needs both, and a second division per element cost
+// more than the multiplications that replace it.
+template <Power P, typename acc_t>
+inline void power_and_quotient(acc_t s, acc_t beta, acc_t& q, acc_t& q_over_s) {
+  if constexpr (P == Power::General) {
+    q = std::pow(s, -beta);
+    q_over_s = q / s;
+  } else {
+    const acc_t r = acc_t(1) / (P == Power::One ? s : std::sqrt(s));  // s^-1 or s^-0.5
+    q = P == Power::ThreeQuarters ? r * std::sqrt(r) : r;
+    q_over_s = P == Power::One ? r * r : q * r * r;
+  }
+}
+
 Power power_of(double beta) {
   if (beta == 0.75) return Power::ThreeQuarters;
   if (beta == 0.5) return Power::Half;
@@ -231,15 +245,15 @@ template <typename acc_t, typename Body>
 inline void sweep(const acc_t* __restrict__ rows, double* __restrict__ suffix, int64_t C, int64_t lo, int64_t hi,
                   Body body) {
   const int64_t w = lo + hi + 1;
+  double running[TILE];  // held in registers: reloading the row just stored stalled on store forwarding
   for (int64_t j = C - 1; j >= 0; --j) {  // suffix[j]: rows j .. the end of j's block (or C - 1)
     const acc_t* __restrict__ row = rows + j * TILE;
     double* __restrict__ out = suffix + j * TILE;
-    if ((j + 1) % w == 0 || j + 1 == C) {
+    const bool restart = (j + 1) % w == 0 || j + 1 == C;
 #pragma omp simd
-      for (int64_t t = 0; t < TILE; ++t) out[t] = row[t];
-    } else {
-#pragma omp simd
-      for (int64_t t = 0; t < TILE; ++t) out[t] = row[t] + out[TILE + t];
+    for (int64_t t = 0; t < TILE; ++t) {
+      running[t] = restart ? double(row[t]) : running[t] + row[t];
+      out[t] = running[t];
     }
   }
   double prefix[TILE], both[TILE];  // prefix: rows from the start of `last`'s block to `last`
@@ -309,10 +323,10 @@ void backward_tiles(const scalar_t* x, const scalar_t* g, scalar_t* dx, const La
         const int64_t o = c * TILE;
 #pragma omp simd
         for (int64_t t = 0; t < TILE; ++t) {
-          const acc_t s = k + alpha * acc_t(sums[t]);
-          const acc_t q = negative_power<P>(s, beta);
+          acc_t q, q_over_s;
+          power_and_quotient<P>(k + alpha * acc_t(sums[t]), beta, q, q_over_s);
           qb[o + t] = q;
-          tb[o + t] = gb[o + t] * xb[o + t] * q / s;
+          tb[o + t] = gb[o + t] * xb[o + t] * q_over_s;
         }
       });
       // The mirrored window: the j whose window holds c. sq is free by now and receives dL/da.
