@@ -419,12 +419,16 @@ def claim_c2(studies: dict[str, list[Variant]], target: float) -> Verdict:
         )
     # Against no normalization, and the mechanism, for the groups the verdict compared: elsewhere (a target out of
     # reach, one seed) they explain nothing.
-    against_none = [found for group in compared if (found := _against_none(group, epochs))]
+    against_none = [(group[0].study, *found) for group in compared if (found := _against_none(group, epochs))]
     mechanisms = [found for group in compared if (found := _drift_mechanism(group, epochs))]
-    extra = f" Against no normalization: {'; '.join(t for t, _ in against_none)}." if against_none else ""
+    extra = f" Against no normalization: {'; '.join(t for _, t, _ in against_none)}." if against_none else ""
     limits = []
-    if any(not lrn_slower for _, lrn_slower in against_none):
-        limits.append("that LRN slows training: it is not measurably slower than no normalization; BN is fast")
+    # Named by study: one study's few seeds leave open what another's more seeds decide.
+    if not_slower := dict.fromkeys(study for study, _, lrn_slower in against_none if not lrn_slower):
+        limits.append(
+            f"that LRN slows training: in {', '.join(not_slower)} it is not measurably slower than no "
+            "normalization; BN is fast"
+        )
     if mechanisms:
         extra += f" Mechanism (probes): {'; '.join(t for t, _ in mechanisms)}."
         if not all(predicts for _, predicts in mechanisms):
