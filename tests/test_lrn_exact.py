@@ -157,3 +157,22 @@ def test_within_channel_lrn_in_bf16_and_fp16_is_its_fp32_result_rounded_once(siz
         assert torch.equal(grad, grad32.to(dtype))
         reference = torch.from_numpy(within_reference(x.double().numpy(), size, 0.5, 0.75))
         assert ((out.double() - reference).abs() <= ROUNDING[dtype] * reference.abs() * (1 + 1e-6)).all()
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.5])  # at beta 1, s^-1 of these sums overflows float in any impl
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fused_float32_sums_at_the_ends_of_floats_range_are_exact(layout, beta):
+    # The fused kernel raises float sums to -beta from hardware estimates only within [2^-100, 2^100]. Here k is
+    # 2^-133, a subnormal float, so that inputs of 2^-100 give sums of k alone (the estimates' s^-1 overflows there),
+    # and inputs of 1e19 give window sums above float's range that alpha 1/5 brings back into it; rows mix both
+    # with ordinary inputs. Values only, where float holds them as normal numbers: at these magnitudes q / s leaves
+    # float's range, so no float implementation keeps the gradient.
+    generator = torch.Generator().manual_seed(3)
+    magnitude = torch.tensor([1e19, 2.0**-100, 1.0])[torch.randint(0, 3, (2, 24, 4, 8), generator=generator)]
+    x = (torch.randn(magnitude.shape, generator=generator, dtype=torch.float64).clamp(-1.5, 1.5) * magnitude).float()
+    p = canonical(5, 1.0, beta, 2.0**-133, "pytorch")
+    out = apply_lrn(in_layout(x, layout), p, "fused").double()
+    reference = direct_lrn(x.double(), p)
+    normal = reference.abs() >= torch.finfo(torch.float32).tiny
+    assert normal.float().mean() > 0.5
+    assert ((out - reference).abs() / reference.abs())[normal].max().item() <= TOLERANCE[torch.float32]

@@ -7,8 +7,8 @@
 //
 // Work is split into tiles of TILE pixels of one image, all channels. A tile is gathered into a channel-major float
 // buffer (TILE pixels contiguous per channel) so that every loop below runs over pixels and vectorizes, whatever the
-// tensor's memory format; window sums are blocked sums in double (see sweep). Storage may be bf16 or fp16;
-// arithmetic is in float (in double for double tensors).
+// tensor's memory format; window sums are blocked sums (see sweep), in double, or in float for bf16 and fp16
+// storage (see sum_type). Storage may be bf16 or fp16; arithmetic is in float (in double for double tensors).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -25,6 +25,7 @@
 namespace {
 
 constexpr int64_t TILE = 32;
+constexpr int64_t AHEAD = 2;  // tiles: 1 and 4 were no faster
 
 enum class Power { ThreeQuarters, Half, One, General };
 
@@ -53,6 +54,68 @@ inline void power_and_quotient(acc_t s, acc_t beta, acc_t& q, acc_t& q_over_s) {
     const acc_t r = acc_t(1) / (P == Power::One ? s : std::sqrt(s));  // s^-1 or s^-0.5
     q = P == Power::ThreeQuarters ? r * std::sqrt(r) : r;
     q_over_s = P == Power::One ? r * r : q * r * r;
+  }
+}
+
+#if defined(__AVX512F__)
+// x^-0.5 from the hardware's 14-bit estimate and one Newton step, y (1.5 - 0.5 x y^2).
+inline __m512 rsqrt16(__m512 x) {
+  const __m512 y = _mm512_rsqrt14_ps(x);
+  const __m512 half_xy = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), y);
+  return _mm512_mul_ps(y, _mm512_fnmadd_ps(half_xy, y, _mm512_set1_ps(1.5f)));
+}
+
+// k + alpha * sums[0 .. 16), computed in the sums' type and then rounded to float: a double sum above float's range
+// times a small alpha may still be a float.
+inline __m512 scaled_sums16(const float* p, float k, float alpha) {
+  return _mm512_fmadd_ps(_mm512_set1_ps(alpha), _mm512_loadu_ps(p), _mm512_set1_ps(k));
+}
+inline __m512 scaled_sums16(const double* p, float k, float alpha) {
+  const __m512d kd = _mm512_set1_pd(k), alphad = _mm512_set1_pd(alpha);
+  const __m256 low = _mm512_cvtpd_ps(_mm512_fmadd_pd(alphad, _mm512_loadu_pd(p), kd));
+  const __m256 high = _mm512_cvtpd_ps(_mm512_fmadd_pd(alphad, _mm512_loadu_pd(p + 8), kd));
+  return _mm512_insertf32x8(_mm512_castps256_ps512(low), high, 1);
+}
+#endif
+
+// For t < TILE, with s = k + alpha * sums[t] (in sum_t, then rounded): q[t] = s^-beta and, where Quotient, qs[t] = q[t] / s.
+//
+// In float on AVX-512, beta 0.75, 0.5 and 1 use the hardware's estimates refined by one Newton step,
+// s^-0.75 = (s^-0.5)^2 (s^-0.5)^-0.5, in place of two square roots and a division: those were the forward's
+// whole arithmetic cost (perf: ~70% of its own time, waiting on vsqrtps and vdivps). A few ulps (fp32 values stay
+// within the 1e-6 of float64 that tests/test_lrn_exact.py holds them to); sums outside [2^-100, 2^100] (zero,
+// subnormal, huge, inf or NaN) take the exact path.
+template <Power P, bool Quotient, typename sum_t, typename acc_t>
+inline void row_powers(const sum_t* sums, acc_t k, acc_t alpha, acc_t beta, acc_t* q, acc_t* qs) {
+  int64_t t = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<acc_t, float> && P != Power::General) {
+    for (; t < TILE; t += 16) {
+      const __m512 s = scaled_sums16(sums + t, k, alpha);
+      const __mmask16 normal = _mm512_cmp_ps_mask(s, _mm512_set1_ps(0x1p-100f), _CMP_GE_OQ) &
+                               _mm512_cmp_ps_mask(s, _mm512_set1_ps(0x1p100f), _CMP_LE_OQ);
+      if (normal != 0xFFFF) break;
+      __m512 r, power;  // r: s^-1 (P One) or s^-0.5
+      if constexpr (P == Power::One) {
+        const __m512 y = _mm512_rcp14_ps(s);  // one Newton step for 1 / s: y (2 - s y)
+        r = power = _mm512_mul_ps(y, _mm512_fnmadd_ps(s, y, _mm512_set1_ps(2.0f)));
+      } else {
+        r = rsqrt16(s);
+        power = P == Power::Half ? r : _mm512_mul_ps(_mm512_mul_ps(r, r), rsqrt16(r));
+      }
+      _mm512_storeu_ps(q + t, power);
+      if constexpr (Quotient)
+        _mm512_storeu_ps(qs + t, P == Power::One ? _mm512_mul_ps(r, r) : _mm512_mul_ps(power, _mm512_mul_ps(r, r)));
+    }
+  }
+#endif
+  for (; t < TILE; ++t) {
+    const acc_t s = acc_t(sum_t(k) + sum_t(alpha) * sums[t]);
+    if constexpr (Quotient) {
+      power_and_quotient<P>(s, beta, q[t], qs[t]);
+    } else {
+      q[t] = negative_power<P>(s, beta);
+    }
   }
 }
 
@@ -200,10 +263,23 @@ Covered transpose_blocks(row_t* rows, int64_t stride, int64_t count, int64_t cha
   return {0, 0};
 }
 
+// Asks for the tile AHEAD tiles on while this one is worked: the hardware prefetcher neither follows a contiguous
+// tile's C rows of TILE pixels (HW apart) nor fetches a channels_last tile's C * TILE values soon enough. Measured
+// (kernel calls alone, 1 thread, 64x64x32x32, n 5, AMD EPYC): bf16 contiguous forward 4.3 -> 2.7 ms, backward 7.3 ->
+// 4.6 ms; bf16 channels_last 4.1 + 7.1 -> 3.4 + 5.7 ms. A prefetch past the tensor's end is harmless.
+template <bool Write, typename scalar_t>
+inline void prefetch_ahead(const scalar_t* base, const Layout& L) {
+  const char* next = reinterpret_cast<const char*>(base + AHEAD * TILE * L.sP);
+  const int64_t rows = L.channels_last ? 1 : L.C, row_bytes = TILE * (L.channels_last ? L.C : 1) * sizeof(scalar_t);
+  for (int64_t c = 0; c < rows; ++c)
+    for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(next + c * L.sC * sizeof(scalar_t) + b, Write, 2);
+}
+
 // Copy a tile (pixels p0 .. p0 + count of image n, all channels) into buf[c * TILE + t], zero-filling the tail.
 template <typename scalar_t, typename acc_t>
 void gather(const scalar_t* src, const Layout& L, int64_t n, int64_t p0, int64_t count, acc_t* buf) {
   const scalar_t* base = src + n * L.sN + p0 * L.sP;
+  prefetch_ahead<false>(base, L);
   if (count < TILE) std::fill(buf, buf + L.C * TILE, acc_t(0));
   if (L.channels_last) {
     const Covered done = transpose_blocks<true>(base, L.sP, count, L.C, buf);
@@ -219,6 +295,7 @@ void gather(const scalar_t* src, const Layout& L, int64_t n, int64_t p0, int64_t
 template <typename scalar_t, typename acc_t>
 void scatter(const acc_t* buf, const Layout& L, int64_t n, int64_t p0, int64_t count, scalar_t* dst) {
   scalar_t* base = dst + n * L.sN + p0 * L.sP;
+  prefetch_ahead<true>(base, L);
   if (L.channels_last) {
     const Covered done = transpose_blocks<false>(base, L.sP, count, L.C, buf);
     for (int64_t t = 0; t < count; ++t)
@@ -230,8 +307,18 @@ void scatter(const acc_t* buf, const Layout& L, int64_t n, int64_t p0, int64_t c
   }
 }
 
-// Calls body(c, sums) for c = 0 .. C-1 in order, sums[t] being the sum of rows[j * TILE + t] over j in
-// [c - lo, c + hi] within 0 .. C-1, accumulated in double; `suffix` is scratch of C * TILE doubles.
+// The blocks of w channels that sweep cuts the channels into: start[j] is where j's block starts. A table, looked up
+// per channel, where an integer division per channel had cost 8% of the forward's time.
+struct Blocks {
+  Blocks(int64_t C, int64_t w) : C(C), w(w), start(C) {
+    for (int64_t j = 0; j < C; ++j) start[j] = int32_t(j / w * w);
+  }
+  int64_t C, w;
+  std::vector<int32_t> start;
+};
+
+// Calls body(c, sums) for c = 0 .. C-1 in order, sums[t] being the sum of term(rows[j * TILE + t]) over j in
+// [c - lo, c + hi] within 0 .. C-1, accumulated in sum_t; `suffix` is scratch of C * TILE sum_t.
 //
 // Blocked sums (van Herk / Gil-Werman): the channels are cut into blocks of w = lo + hi + 1 from channel 0, so a
 // window holds at most the tail of one block and the head of the next; its sum is that block's suffix sum from the
@@ -241,35 +328,38 @@ void scatter(const acc_t* buf, const Layout& L, int64_t n, int64_t p0, int64_t c
 // entering the window and subtracting the one leaving it, keeps the rounding residue of every value that has passed
 // through: after a 1e4 left the window, a 1e-4 neighbour's output was 0.36% off; on normal inputs times 10^U{-3..4}
 // (n 5, alpha 1, k 1e-5) outputs were up to 3e-5 off in float64 and 8e-5 in float32; blocked, 5e-16 and 2.5e-7.)
-template <typename acc_t, typename Body>
-inline void sweep(const acc_t* __restrict__ rows, double* __restrict__ suffix, int64_t C, int64_t lo, int64_t hi,
-                  Body body) {
-  const int64_t w = lo + hi + 1;
-  double running[TILE];  // held in registers: reloading the row just stored stalled on store forwarding
+// (Suffix sums built one block at a time, when first needed, took less scratch but made n 5 and 21 15% slower than
+// n 1.)
+template <typename sum_t, typename acc_t, typename Term, typename Body>
+inline void sweep(const acc_t* rows, sum_t* __restrict__ suffix, const Blocks& blocks, int64_t lo, int64_t hi,
+                  Term term, Body body) {
+  const int64_t C = blocks.C, w = blocks.w;
+  const int32_t* start = blocks.start.data();
+  sum_t running[TILE];  // held in registers: reloading the row just stored stalled on store forwarding
   for (int64_t j = C - 1; j >= 0; --j) {  // suffix[j]: rows j .. the end of j's block (or C - 1)
     const acc_t* __restrict__ row = rows + j * TILE;
-    double* __restrict__ out = suffix + j * TILE;
-    const bool restart = (j + 1) % w == 0 || j + 1 == C;
+    sum_t* __restrict__ out = suffix + j * TILE;
+    const bool restart = j + 1 == C || start[j + 1] == j + 1;
 #pragma omp simd
     for (int64_t t = 0; t < TILE; ++t) {
-      running[t] = restart ? double(row[t]) : running[t] + row[t];
+      running[t] = restart ? term(row[t]) : running[t] + term(row[t]);
       out[t] = running[t];
     }
   }
-  double prefix[TILE], both[TILE];  // prefix: rows from the start of `last`'s block to `last`
+  sum_t prefix[TILE], both[TILE];  // prefix: rows from the start of `last`'s block to `last`
   int64_t last = -1;
   for (int64_t c = 0; c < C; ++c) {
     const int64_t end = std::min(c + hi, C - 1);
     for (; last < end; ++last) {
       const acc_t* __restrict__ entering = rows + (last + 1) * TILE;
-      const bool restart = (last + 1) % w == 0;
+      const bool restart = start[last + 1] == last + 1;
 #pragma omp simd
-      for (int64_t t = 0; t < TILE; ++t) prefix[t] = restart ? double(entering[t]) : prefix[t] + entering[t];
+      for (int64_t t = 0; t < TILE; ++t) prefix[t] = restart ? term(entering[t]) : prefix[t] + term(entering[t]);
     }
     // The window [first, end] splits at the first block start at or after `first`: [first, boundary) is the tail
     // of the block before, [boundary, end] the head of the block that prefix covers.
-    const int64_t first = std::max<int64_t>(c - lo, 0), boundary = (first + w - 1) / w * w;
-    const double* __restrict__ tail = suffix + first * TILE;
+    const int64_t first = std::max<int64_t>(c - lo, 0), boundary = start[first] == first ? first : start[first] + w;
+    const sum_t* __restrict__ tail = suffix + first * TILE;
     if (first == boundary) {
       body(c, prefix);
     } else if (boundary > end) {
@@ -282,23 +372,42 @@ inline void sweep(const acc_t* __restrict__ rows, double* __restrict__ suffix, i
   }
 }
 
+// Window sums of squares and of plain values, in sum_t. A float's square is exact in double, a bf16's in float.
+template <typename sum_t>
+struct Square {
+  template <typename acc_t>
+  sum_t operator()(acc_t v) const { return sum_t(v) * sum_t(v); }
+};
+template <typename sum_t>
+struct Plain {
+  template <typename acc_t>
+  sum_t operator()(acc_t v) const { return sum_t(v); }
+};
+
+// Sums are in double for float and double storage: float's blocked sums of up to 21 terms could be ~1e-6 off. For
+// bf16 and fp16 storage, float sums err far below the half ulp that rounding the output adds, at half the traffic.
+template <typename scalar_t>
+using sum_type = std::conditional_t<std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>, double, float>;
+
 template <Power P, typename scalar_t, typename acc_t>
 void forward_tiles(const scalar_t* x, scalar_t* y, const Layout& L, acc_t k, acc_t alpha, acc_t beta, int64_t before,
                    int64_t after) {
+  using sum_t = sum_type<scalar_t>;
   const int64_t tiles = (L.HW + TILE - 1) / TILE;
+  const Blocks blocks(L.C, before + after + 1);
   at::parallel_for(0, L.N * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> xb(L.C * TILE), sq(L.C * TILE), yb(L.C * TILE);
-    std::vector<double> suffix(L.C * TILE);
+    std::vector<acc_t> xb(L.C * TILE), yb(L.C * TILE);
+    std::vector<sum_t> suffix(L.C * TILE);
     for (int64_t index = begin; index < end; ++index) {
       const int64_t n = index / tiles, p0 = (index % tiles) * TILE, count = std::min(TILE, L.HW - p0);
       gather(x, L, n, p0, count, xb.data());
-#pragma omp simd
-      for (int64_t i = 0; i < L.C * TILE; ++i) sq[i] = xb[i] * xb[i];
-      sweep(sq.data(), suffix.data(), L.C, before, after, [&](int64_t c, const double* sums) {
+      sweep(xb.data(), suffix.data(), blocks, before, after, Square<sum_t>{}, [&](int64_t c, const sum_t* sums) {
         const acc_t* __restrict__ a = xb.data() + c * TILE;
         acc_t* __restrict__ b = yb.data() + c * TILE;
+        acc_t q[TILE];
+        row_powers<P, false>(sums, k, alpha, beta, q, q);
 #pragma omp simd
-        for (int64_t t = 0; t < TILE; ++t) b[t] = a[t] * negative_power<P>(k + alpha * acc_t(sums[t]), beta);
+        for (int64_t t = 0; t < TILE; ++t) b[t] = a[t] * q[t];
       });
       scatter(yb.data(), L, n, p0, count, y);
     }
@@ -308,35 +417,35 @@ void forward_tiles(const scalar_t* x, scalar_t* y, const Layout& L, acc_t k, acc
 template <Power P, typename scalar_t, typename acc_t>
 void backward_tiles(const scalar_t* x, const scalar_t* g, scalar_t* dx, const Layout& L, acc_t k, acc_t alpha,
                     acc_t beta, int64_t before, int64_t after) {
+  using sum_t = sum_type<scalar_t>;
   const int64_t tiles = (L.HW + TILE - 1) / TILE;
+  const Blocks blocks(L.C, before + after + 1);
   const acc_t two_alpha_beta = 2 * alpha * beta;
   at::parallel_for(0, L.N * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> xb(L.C * TILE), gb(L.C * TILE), sq(L.C * TILE), qb(L.C * TILE), tb(L.C * TILE);
-    std::vector<double> suffix(L.C * TILE);
+    // gb holds g, then g q, then dL/da, row by row as each is last read: three tiles where there were five.
+    std::vector<acc_t> xb(L.C * TILE), gb(L.C * TILE), tb(L.C * TILE);
+    std::vector<sum_t> suffix(L.C * TILE);
     for (int64_t index = begin; index < end; ++index) {
       const int64_t n = index / tiles, p0 = (index % tiles) * TILE, count = std::min(TILE, L.HW - p0);
       gather(x, L, n, p0, count, xb.data());
       gather(g, L, n, p0, count, gb.data());
-#pragma omp simd
-      for (int64_t i = 0; i < L.C * TILE; ++i) sq[i] = xb[i] * xb[i];
-      sweep(sq.data(), suffix.data(), L.C, before, after, [&](int64_t c, const double* sums) {  // q_j and g_j a_j q_j / s_j
+      sweep(xb.data(), suffix.data(), blocks, before, after, Square<sum_t>{}, [&](int64_t c, const sum_t* sums) {
         const int64_t o = c * TILE;
+        acc_t q[TILE], q_over_s[TILE];
+        row_powers<P, true>(sums, k, alpha, beta, q, q_over_s);
 #pragma omp simd
         for (int64_t t = 0; t < TILE; ++t) {
-          acc_t q, q_over_s;
-          power_and_quotient<P>(k + alpha * acc_t(sums[t]), beta, q, q_over_s);
-          qb[o + t] = q;
-          tb[o + t] = gb[o + t] * xb[o + t] * q_over_s;
+          tb[o + t] = gb[o + t] * xb[o + t] * q_over_s[t];  // g_j a_j q_j / s_j
+          gb[o + t] = gb[o + t] * q[t];
         }
       });
-      // The mirrored window: the j whose window holds c. sq is free by now and receives dL/da.
-      sweep(tb.data(), suffix.data(), L.C, after, before, [&](int64_t c, const double* sums) {
+      // The mirrored window: the j whose window holds c.
+      sweep(tb.data(), suffix.data(), blocks, after, before, Plain<sum_t>{}, [&](int64_t c, const sum_t* sums) {
         const int64_t o = c * TILE;
 #pragma omp simd
-        for (int64_t t = 0; t < TILE; ++t)
-          sq[o + t] = gb[o + t] * qb[o + t] - two_alpha_beta * xb[o + t] * acc_t(sums[t]);
+        for (int64_t t = 0; t < TILE; ++t) gb[o + t] = gb[o + t] - two_alpha_beta * xb[o + t] * acc_t(sums[t]);
       });
-      scatter(sq.data(), L, n, p0, count, dx);
+      scatter(gb.data(), L, n, p0, count, dx);
     }
   });
 }
