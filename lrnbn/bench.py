@@ -119,6 +119,7 @@ def bench_peers(
         rows.append(
             {
                 "peer": peer.name,
+                "version": peer.version,
                 "direction": peer.direction,
                 "depth_radius": radius,
                 "median_ms": statistics.median(times),

@@ -433,6 +433,7 @@ def _bench_peers(dims, threads, repeats: int, warmup: int, radii, json_path: Pat
     import torch
     from rich.progress import Progress
 
+    from lrnbn import fused
     from lrnbn.bench import bench_peers
     from lrnbn.console import print_table, wide_console
 
@@ -461,7 +462,9 @@ def _bench_peers(dims, threads, repeats: int, warmup: int, radii, json_path: Pat
     )
     for name, why in skipped.items():
         console.print(f"skipped {name}: {why}")
-    _write_bench(json_path, {"rows": rows, "skipped": skipped}, "cpu")
+    setting = {"shape": list(dims), "radii": list(radii), "threads": torch.get_num_threads(), "repeats": repeats}
+    setting |= {"warmup": warmup, "fused_kernel": fused.status("cpu")}
+    _write_bench(json_path, {"rows": rows, "skipped": skipped, "setting": setting}, "cpu")
 
 
 @bench_app.command("train")

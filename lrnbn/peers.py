@@ -42,12 +42,14 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 @dataclass
 class Peer:
     name: str
+    version: str  # of the package whose LRN it is (lrnbn's own for its implementations)
     direction: str  # "forward+backward" or "forward"
     # (x NCHW float32, radius, alpha, beta, bias) -> (the work to time, a function giving its output as NCHW)
     prepare: Callable[..., tuple[Callable[[], object], Callable[[], np.ndarray]]]
 
 
 def _lrnbn(impl: str) -> Peer:
+    import lrnbn
     from lrnbn.lrn import local_response_norm
 
     def prepare(x, radius, alpha, beta, bias):
@@ -63,7 +65,7 @@ def _lrnbn(impl: str) -> Peer:
 
         return work, lambda: forward().detach().numpy()
 
-    return Peer(f"lrnbn {impl}", "forward+backward", prepare)
+    return Peer(f"lrnbn {impl}", lrnbn.__version__, "forward+backward", prepare)
 
 
 def _tensorflow() -> Peer:
@@ -83,7 +85,7 @@ def _tensorflow() -> Peer:
 
         return work, lambda: forward().numpy().transpose(0, 3, 1, 2)
 
-    return Peer("tensorflow", "forward+backward", prepare)
+    return Peer("tensorflow", tf.__version__, "forward+backward", prepare)
 
 
 def _onnxruntime() -> Peer:
@@ -110,7 +112,7 @@ def _onnxruntime() -> Peer:
 
         return forward, forward
 
-    return Peer("onnxruntime", "forward", prepare)
+    return Peer("onnxruntime", onnxruntime.__version__, "forward", prepare)
 
 
 FRAMEWORKS = {"tensorflow": _tensorflow, "onnxruntime": _onnxruntime}

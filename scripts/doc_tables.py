@@ -5,8 +5,8 @@
   from lrnbn/stats.py and lrnbn/results.py) with their values, for docs/claims.md. The meanings are written by hand:
   this prints the ones docs/claims.md has, and "(to write)" for a new constant.
 - `machine-keys`: lrnbn.keys.MACHINE_KEYS as docs/rundir.md lists them.
-- `bench-step`, `bench-layer`: docs/benchmarks.md's tables of the training step and of one LRN layer against BN,
-  from the benchmark records in results/ (BENCH_RECORDS).
+- `bench-step`, `bench-layer`, `bench-peers`: docs/benchmarks.md's tables of the training step, of one LRN layer
+  against BN and of every framework's LRN, from the benchmark records in results/ (BENCH_RECORDS).
 
 The config reference is `lrnbn config reference` (docs/config.md). tests/test_docs.py checks that every page holds
 what this prints.
@@ -156,7 +156,7 @@ def machine_keys_list() -> str:
 
 
 # The benchmark records docs/benchmarks.md tabulates, and which precision and layout each `bench lrn` record holds.
-BENCH_RECORDS = REPO / "results" / "benchmarks-2026-12-04b"
+BENCH_RECORDS = REPO / "results" / "benchmarks-2026-12-04c"
 LAYER_RECORDS = {
     ("fp32", "contiguous"): "lrn-float32---no-channels-last.json",
     ("fp32", "channels_last"): "lrn-float32---channels-last.json",
@@ -221,18 +221,42 @@ def bench_layer_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_peers_table() -> str:
+    """`bench lrn --peers`'s record: each LRN's median time at every depth_radius and its largest errors."""
+    rows = _record("peers.json")["rows"]
+    radii = list(dict.fromkeys(r["depth_radius"] for r in rows))
+    lines = [
+        "| LRN | version | timed | depth_radius " + " / ".join(map(str, radii)) + ", ms | max rel error | "
+        "on wide magnitudes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for peer in dict.fromkeys(r["peer"] for r in rows):
+        own = [r for r in rows if r["peer"] == peer]
+        times = " / ".join(f"{r['median_ms']:.1f}" for r in own)
+        error = max(r["max_rel_error"] for r in own)
+        lines.append(
+            f"| {peer} | {own[0]['version']} | {own[0]['direction']} | {times} | {error:.1e} | "
+            f"{own[0]['max_rel_error_wide']:.1e} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# Every table by the name `python scripts/doc_tables.py NAME` prints it under.
+TABLES = {
+    "study-file": study_file_table,
+    "claims-constants": lambda: claims_constants_table((REPO / "docs" / "claims.md").read_text()),
+    "machine-keys": lambda: machine_keys_list() + "\n",
+    "bench-step": bench_step_table,
+    "bench-layer": bench_layer_table,
+    "bench-peers": bench_peers_table,
+}
+
+
 def main(argv: list[str]) -> None:
-    tables = {
-        "study-file": study_file_table,
-        "claims-constants": lambda: claims_constants_table((REPO / "docs" / "claims.md").read_text()),
-        "machine-keys": lambda: machine_keys_list() + "\n",
-        "bench-step": bench_step_table,
-        "bench-layer": bench_layer_table,
-    }
-    for name in argv or tables:
-        if name not in tables:
-            raise SystemExit(f"unknown table {name!r}; one of {', '.join(tables)}")
-        print(tables[name](), end="")
+    for name in argv or TABLES:
+        if name not in TABLES:
+            raise SystemExit(f"unknown table {name!r}; one of {', '.join(TABLES)}")
+        print(TABLES[name](), end="")
 
 
 if __name__ == "__main__":

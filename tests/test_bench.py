@@ -142,6 +142,9 @@ def test_the_peers_reference_is_tensorflows_formula_by_hand():
 
 
 def test_bench_peers_times_every_lrn_and_checks_it_against_float64(monkeypatch):
+    import onnxruntime
+
+    import lrnbn
     from lrnbn import peers
     from lrnbn.bench import bench_peers
 
@@ -156,15 +159,24 @@ def test_bench_peers_times_every_lrn_and_checks_it_against_float64(monkeypatch):
         for radius in (1, 3):
             row = by_peer[(f"lrnbn {impl}", radius)]
             assert row["direction"] == "forward+backward" and row["median_ms"] > 0
+            assert row["version"] == lrnbn.__version__
             assert row["max_rel_error"] < 1e-6 and row["max_rel_error_wide"] < 1e-6
     # onnxruntime (a test dependency) computes the same layer on ordinary inputs; on a 1e4 beside 0.02 it is not
     # exact (1.32 returns inf there), which the table shows rather than hides.
     ort = by_peer[("onnxruntime", 3)]
     assert ort["direction"] == "forward" and ort["max_rel_error"] < 1e-5
+    assert ort["version"] == onnxruntime.__version__
 
 
-def test_bench_lrn_peers_prints_one_table_and_the_skipped_frameworks(cli):
-    result = cli("bench", "lrn", "--peers", "--shape", "2,8,4,4", "--radii", "1", "--repeats", "1", "--warmup", "0")
+def test_bench_lrn_peers_prints_one_table_and_the_skipped_frameworks(cli, tmp_path):
+    out = tmp_path / "peers.json"
+    args = ("--shape", "2,8,4,4", "--radii", "1", "--repeats", "1", "--warmup", "0")
+    result = cli("bench", "lrn", "--peers", *args, "--json", str(out))
     assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    setting = record["setting"]
+    assert (setting["shape"], setting["radii"], setting["repeats"], setting["warmup"]) == ([2, 8, 4, 4], [1], 1, 0)
+    assert setting["threads"] == record["machine"]["threads"] and setting["fused_kernel"].startswith("fused")
+    assert {r["peer"] for r in record["rows"]} >= {"lrnbn fused", "onnxruntime"}
     assert "LRN across frameworks" in result.stdout and "onnxruntime" in result.stdout
     assert ("skipped tensorflow: not installed" in result.stdout) != ("tensorflow" in sys.modules)

@@ -90,9 +90,9 @@ def test_claims_constants_in_docs_are_the_codes():
         assert not missing, f"docs/claims.md's constants table lacks {sorted(missing)} of lrnbn/{module}.py"
 
 
-@pytest.mark.parametrize("table", ["bench-step", "bench-layer"])
+@pytest.mark.parametrize("table", ["bench-step", "bench-layer", "bench-peers"])
 def test_benchmark_tables_in_docs_are_the_records(table):
-    expected = {"bench-step": doc_tables.bench_step_table, "bench-layer": doc_tables.bench_layer_table}[table]()
+    expected = doc_tables.TABLES[table]()
     assert expected in read("docs/benchmarks.md"), (
         f"docs/benchmarks.md's {table} table is not its record's; paste `python scripts/doc_tables.py {table}`:\n"
         + expected
