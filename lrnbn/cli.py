@@ -366,6 +366,9 @@ def bench_lrn(
         "TensorFlow's convention at each --radii, fp32 on the CPU, with each one's error against float64.",
     ),
     radii: str = typer.Option("1,2,5,10", help="With --peers: TensorFlow depth_radius values (windows 2r+1)."),
+    impls: str | None = typer.Option(
+        None, help="LRN implementations to time beside BN, e.g. fused (torch, fast, fused). Default: every one."
+    ),
 ) -> None:
     """Forward+backward of BatchNorm2d and each LRN implementation over n: medians and ratios to BN."""
     from rich.progress import Progress
@@ -396,6 +399,7 @@ def bench_lrn(
                 _ints(sizes, "--sizes"),
                 channels_last,
                 lambda done, total: progress.update(task, completed=done, total=total),
+                [part.strip() for part in impls.split(",") if part.strip()] if impls else None,
             )
         except ValueError as err:
             raise UserError(str(err)) from None
@@ -425,6 +429,7 @@ def bench_lrn(
     console.print(f"impl fused ran as: {kernel}")
     setting = {"shape": list(dims), "device": device, "dtype": dtype, "channels_last": channels_last}
     setting |= {"threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup, "fused_kernel": kernel}
+    setting["impls"] = list(dict.fromkeys(r["impl"] for r in results if r["size"] is not None))
     _write_bench(json_path, {"rows": results, "targets": lrn_targets(results), "setting": setting}, device)
 
 

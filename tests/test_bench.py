@@ -53,8 +53,27 @@ def test_bench_lrn_prints_ratios_and_writes_json(cli, tmp_path):
         "repeats": 2,
         "warmup": 1,
         "fused_kernel": "fused (C++ kernel)",
+        "impls": ["torch", "fast", "fused"],
     }
     assert "ratio to BN" in result.stdout and "impl fused ran as: fused (C++ kernel)" in result.stdout
+
+
+def test_bench_lrn_times_only_the_chosen_implementations_beside_bn(cli, tmp_path):
+    out = tmp_path / "bench.json"
+    args = ("--shape", "2,8,4,4", "--sizes", "1,5", "--repeats", "1", "--warmup", "0", "--impls", "fused")
+    result = cli("bench", "lrn", *args, "--json", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [(r["impl"], r["size"]) for r in report["rows"]] == [
+        ("bn", None),
+        ("fused", 1),
+        ("fused", 5),
+        ("elementwise-pass", None),
+        ("pow-pass", None),
+    ]
+    # Without the stock layer there is no speed-up over it to state; the fused layer's own targets remain.
+    assert set(report["targets"]) == {"fused_max_ratio_to_bn", "fused_flatness_max_over_min"}
+    assert report["setting"]["impls"] == ["fused"]
 
 
 @pytest.mark.parametrize(
@@ -63,6 +82,7 @@ def test_bench_lrn_prints_ratios_and_writes_json(cli, tmp_path):
         (["--shape", "4,8,6"], "--shape: expected N,C,H,W"),
         (["--sizes", "1,x"], "--sizes: expected comma-separated integers"),
         (["--dtype", "int8"], "unknown dtype 'int8'"),
+        (["--impls", "fused,cudnn"], "unknown impl 'cudnn'; choose one of torch, fast, fused"),
     ],
 )
 def test_bench_lrn_bad_options(cli, args, fragment):
