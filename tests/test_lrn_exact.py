@@ -88,12 +88,14 @@ def test_the_residue_of_a_large_square_does_not_swamp_its_neighbour():
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("impl", LRN_IMPLS.names)
 @pytest.mark.parametrize("convention,size", [("pytorch", 5), ("pytorch", 4), ("onnx", 4), ("tensorflow", 21)])
-def test_mixed_magnitudes_are_exact_in_values_and_gradients(impl, layout, dtype, convention, size):
+@pytest.mark.parametrize("spatial", [(4, 4), (12, 19)])
+def test_mixed_magnitudes_are_exact_in_values_and_gradients(impl, layout, dtype, convention, size, spatial):
     # Issue 24's inputs (normal times 10^U{-3..4}, 4x32x4x4, n 5, alpha 1, k 1e-5), and windows with more channels
     # before, after, and 21 of 32. The running sum was 1.8e-4 off in float64 values and 3.4e-2 in gradients at n 5
-    # (1.1e-4 and 4.0e-2 in float32); 1.4e-10 in float64 at n 21.
+    # (1.1e-4 and 4.0e-2 in float32); 1.4e-10 in float64 at n 21. 12x19 puts the fused kernel's 228 pixels in tiles
+    # of 128, the second of them 100 pixels and 28 of padding; 4x4 in one tile of 32.
     p = canonical(size, 1.0, 0.75, 1e-5, convention)
-    x = wide_magnitudes((4, 32, 4, 4), (-3, 4), seed=0).to(dtype)
+    x = wide_magnitudes((4, 32, *spatial), (-3, 4), seed=0).to(dtype)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     value_error, grad_error = errors(x, g, p, impl, layout)
     assert value_error <= TOLERANCE[dtype] and grad_error <= TOLERANCE[dtype]
@@ -110,12 +112,13 @@ def test_mixed_magnitudes_are_exact_in_values_and_gradients(impl, layout, dtype,
     beta=st.sampled_from([0.75, 0.5, 1.0, 0.625]),
     layout=st.sampled_from(LAYOUTS),
     seed=st.integers(0, 2**16),
+    spatial=st.sampled_from([(3, 5), (12, 19)]),  # the fused kernel's tiles: 15 pixels in one of 32, 228 in two of 128
 )
-def test_window_sums_are_exact_at_any_magnitude(impl, dtype, channels, convention, size, beta, layout, seed):
+def test_window_sums_are_exact_at_any_magnitude(impl, dtype, channels, convention, size, beta, layout, seed, spatial):
     # Magnitudes over 60 decades in float64; float32 over 12, where t_j = g a q / s stays a normal float.
     decades = (-30, 30) if dtype == torch.float64 else (-6, 6)
     p = canonical(size, 0.7, beta, 1e-5, convention)
-    x = wide_magnitudes((2, channels, 3, 5), decades, seed).to(dtype)
+    x = wide_magnitudes((2, channels, *spatial), decades, seed).to(dtype)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
     value_error, grad_error = errors(x, g, p, impl, layout)
     assert value_error <= TOLERANCE[dtype] and grad_error <= TOLERANCE[dtype]
@@ -127,18 +130,17 @@ def test_window_sums_are_exact_at_any_magnitude(impl, dtype, channels, conventio
 def test_bf16_and_fp16_are_computed_in_fp32_and_rounded_once(impl, layout, dtype):
     # Within half an ulp of the float64 result of the same inputs, plus fp32's own error (fp16 with impl fused was a
     # NotImplementedError). Magnitudes 0.1 .. 10 keep fp16's outputs and gradients away from its subnormals. 40
-    # channels and 49 pixels (tiles of 32 and 17): the fused kernel's channels_last tiles are converted in 16x16
-    # blocks and beyond them.
+    # channels and 49 pixels (tiles of 32 and 17) or 228 (tiles of 128 and 100): the fused kernel's channels_last
+    # tiles are converted in 16x16 blocks and beyond them.
     p = canonical(5, 0.3, 0.75, 1.0, "caffe")
     generator = torch.Generator().manual_seed(2)
-    shape = (2, 40, 7, 7)
-    x = (torch.randn(shape, generator=generator).sign() * 10 ** (2 * torch.rand(shape, generator=generator) - 1)).to(
-        dtype
-    )
-    g = torch.randn(shape, generator=generator).to(dtype)
-    out, grad, reference, reference_grad, scale = against_reference(x, g, p, impl, layout)
-    assert ((out - reference).abs() <= ROUNDING[dtype] * reference.abs() * (1 + 1e-6)).all()
-    assert ((grad - reference_grad).abs() <= ROUNDING[dtype] * reference_grad.abs() + 1e-6 * scale).all()
+    for shape in [(2, 40, 7, 7), (2, 40, 12, 19)]:
+        magnitudes = 10 ** (2 * torch.rand(shape, generator=generator) - 1)
+        x = (torch.randn(shape, generator=generator).sign() * magnitudes).to(dtype)
+        g = torch.randn(shape, generator=generator).to(dtype)
+        out, grad, reference, reference_grad, scale = against_reference(x, g, p, impl, layout)
+        assert ((out - reference).abs() <= ROUNDING[dtype] * reference.abs() * (1 + 1e-6)).all(), shape
+        assert ((grad - reference_grad).abs() <= ROUNDING[dtype] * reference_grad.abs() + 1e-6 * scale).all(), shape
 
 
 @pytest.mark.parametrize("dtype", list(ROUNDING))
