@@ -114,10 +114,10 @@ def test_fast_and_fused_equal_torch_in_fp32(impl, size, layout):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize("size", [1, 5, 21])
 def test_fused_gives_the_same_bits_in_both_layouts(dtype, size):
-    # Both layouts go through the same channel-major tiles (of 128 pixels where an image has enough of them, else
-    # 32); channels_last tiles are transposed in 16x16 blocks (in registers, on AVX-512) and element by element
-    # beyond them: 37 channels leave 5 beyond the blocks, 35 pixels a tile of 3 (no block), 49 a tile of 17 (one
-    # block and one pixel) and 228 a tile of 128 and one of 100 (six blocks and four pixels).
+    # Both layouts go through the same channel-major tiles (of 128, 64 or 32 pixels, as wide as the image allows);
+    # channels_last tiles are transposed in 16x16 blocks (in registers, on AVX-512) and element by element beyond
+    # them: 37 channels leave 5 beyond the blocks, 35 pixels a tile of 3 (no block), 49 a tile of 17 (one block and
+    # one pixel), 64 one tile of 64 and 228 a tile of 128 and one of 100 (six blocks and four pixels).
     for shape in [(3, 37, 5, 7), (2, 37, 7, 7), (2, 48, 8, 8), (2, 37, 12, 19)]:
         generator = torch.Generator().manual_seed(size)
         x = (torch.randn(shape, generator=generator) * 3).to(dtype)

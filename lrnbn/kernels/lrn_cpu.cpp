@@ -5,7 +5,7 @@
 // arithmetic but saves two tensors of memory traffic:
 //   dL/da_i = g_i q_i - 2 alpha beta a_i * sum over j in [i - after, i + before] of g_j a_j q_j / s_j.
 //
-// Work is split into tiles of TILE pixels of one image, all channels. A tile is gathered into a channel-major float
+// Work is split into tiles of TILE pixels of one image, all channels (TILE 128, 64 or 32: see tile_width). A tile is gathered into a channel-major float
 // buffer (TILE pixels contiguous per channel) so that every loop below runs over pixels and vectorizes, whatever the
 // tensor's memory format; window sums are blocked sums (see sweep), in double, or in float for bf16 and fp16
 // storage (see sum_type). Storage may be bf16 or fp16; arithmetic is in float (in double for double tensors).
@@ -449,28 +449,32 @@ void backward_tiles(const scalar_t* x, const scalar_t* g, scalar_t* dx, const La
   });
 }
 
-// Tiles of 128 pixels where an image has enough of them, else 32: a tile's fixed costs (its per-channel loop
-// overhead, block look-ups, the prefetches of its rows) are spread over four times the pixels, and a contiguous
-// tile's rows are 4 cache lines long instead of 1 (bf16). Kernel calls alone (2 threads, 64x64x32x32, Intel Xeon
-// with AVX-512, outputs reusing freed memory): bf16 forward 2.4-2.6 ms -> 1.45, backward 3.3-3.8 -> 2.6-2.7; fp32
-// forward 2.9-3.4 -> 2.2-2.4, backward 4.5-5.2 -> 3.8-4.5. Tiles of 256 were slower again (the buffers leave L2's
-// fastest reach) and 64 in between. A tile wider than the image computes its zero padding, so images of fewer than
-// 128 pixels (AlexNet's 8x8 conv5), or whose last tile would be more than a quarter padding, keep tiles of 32.
-constexpr int64_t WIDE_TILE = 128, NARROW_TILE = 32;
+// Tiles as wide as the image allows, of 128, 64 or 32 pixels: a tile's fixed costs (its per-channel loop overhead,
+// block look-ups, the prefetches of its rows) are spread over more pixels, and a contiguous tile's rows are longer
+// runs of memory (32 bf16 pixels were one cache line). Kernel calls alone (2 threads, bf16 channels_last, Intel Xeon
+// with AVX-512, fastest of 20, forward + backward): 64x64x32x32 4.2 ms in tiles of 32, 4.7 in tiles of 128; fp32
+// 9.0 and 7.4; AlexNet's conv1 (128x32x32x32) 6.1 and 4.3, conv2 (128x96x16x16) 4.8 and 3.7, an 8x8 conv5
+// (128x128x8x8) 1.6 in tiles of 32 and 1.3 in tiles of 64. Tiles of 256 were slower again. A tile wider than the
+// image computes its zero padding, so a width is taken only where the last tile is at most a quarter padding.
+constexpr int64_t TILE_WIDTHS[] = {128, 64, 32};
 
-bool wide_tiles(int64_t HW) {
-  const int64_t padding = (HW + WIDE_TILE - 1) / WIDE_TILE * WIDE_TILE - HW;
-  return HW >= WIDE_TILE && 4 * padding <= HW;
+int64_t tile_width(int64_t HW) {
+  for (const int64_t width : TILE_WIDTHS) {
+    const int64_t padding = (HW + width - 1) / width * width - HW;
+    if (HW >= width && 4 * padding <= HW) return width;
+  }
+  return TILE_WIDTHS[2];
 }
 
 // Calls body(power, tile) with the power of beta and the tile width for HW pixels as compile-time constants.
 template <typename Body>
 void dispatch(double beta, int64_t HW, Body body) {
   const auto with_power = [&](auto power) {
-    if (wide_tiles(HW))
-      body(power, std::integral_constant<int64_t, WIDE_TILE>{});
-    else
-      body(power, std::integral_constant<int64_t, NARROW_TILE>{});
+    switch (tile_width(HW)) {
+      case TILE_WIDTHS[0]: body(power, std::integral_constant<int64_t, TILE_WIDTHS[0]>{}); break;
+      case TILE_WIDTHS[1]: body(power, std::integral_constant<int64_t, TILE_WIDTHS[1]>{}); break;
+      default: body(power, std::integral_constant<int64_t, TILE_WIDTHS[2]>{});
+    }
   };
   switch (power_of(beta)) {
     case Power::ThreeQuarters: with_power(std::integral_constant<Power, Power::ThreeQuarters>{}); break;
