@@ -5,10 +5,11 @@
 // arithmetic but saves two tensors of memory traffic:
 //   dL/da_i = g_i q_i - 2 alpha beta a_i * sum over j in [i - after, i + before] of g_j a_j q_j / s_j.
 //
-// Work is split into tiles of TILE pixels of one image, all channels (TILE 128, 64 or 32: see tile_width). A tile is gathered into a channel-major float
-// buffer (TILE pixels contiguous per channel) so that every loop below runs over pixels and vectorizes, whatever the
-// tensor's memory format; window sums are blocked sums (see sweep), in double, or in float for bf16 and fp16
-// storage (see sum_type). Storage may be bf16 or fp16; arithmetic is in float (in double for double tensors).
+// Work is split into tiles of TILE pixels of one image, all channels (TILE 128, 64 or 32: see tile_width). A tile
+// is gathered into a channel-major float buffer (TILE pixels contiguous per channel) so that every loop below runs
+// over pixels and vectorizes, whatever the tensor's memory format; window sums are blocked sums (see sweep), in
+// double, or in float for bf16 and fp16 storage (see sum_type). Storage may be bf16 or fp16; arithmetic is in float
+// (in double for double tensors).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
