@@ -78,7 +78,8 @@ inline __m512 scaled_sums16(const double* p, float k, float alpha) {
 }
 #endif
 
-// For t < TILE, with s = k + alpha * sums[t] (in sum_t, then rounded): q[t] = s^-beta and, where Quotient, qs[t] = q[t] / s.
+// For t < TILE, with s = k + alpha * sums[t] (in sum_t, then rounded): q[t] = s^-beta and, where Quotient,
+// qs[t] = q[t] / s.
 //
 // In float on AVX-512, beta 0.75, 0.5 and 1 use the hardware's estimates refined by one Newton step,
 // s^-0.75 = (s^-0.5)^2 (s^-0.5)^-0.5, in place of two square roots and a division: those were the forward's
