@@ -1,5 +1,6 @@
-"""Benchmarks that print ratios measured side by side in one run. Every variant is timed once per round, in turn
-(interleaved), so that the machine's drift hits all of them alike; figures are medians with min-max.
+"""Benchmarks that print ratios measured side by side in one run. Every variant is timed once per round, each round
+in its own shuffled order (interleaved), so that the machine's drift and a variant's place in the round hit all of
+them alike; figures are medians with min-max.
 
 `bench_lrn`: forward + backward of BatchNorm2d and of each LRN implementation for several window sizes. Two
 reference rows bound what an elementwise implementation can reach: one elementwise pass over the tensor (x * y) and
@@ -11,6 +12,7 @@ format.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -270,12 +272,17 @@ def _step_rows(variants: list, samples: list[list[float]]) -> list[dict]:
 
 
 def _interleaved(works: list[Callable[[], None]], time_once, repeats: int, warmup: int, progress) -> list[list[float]]:
-    """Time every work once per round, in turn, for warmup + repeats rounds; the timed rounds' samples (ms)."""
+    """Time every work once per round, for warmup + repeats rounds, each round in its own shuffled order (seeded, so
+    a rerun times the same orders); the timed rounds' samples (ms), one list per work in `works`' order. In a fixed
+    order a variant always follows the same one, whose freed memory and caches it inherits."""
     samples: list[list[float]] = [[] for _ in works]
     rounds = warmup + repeats
+    order = list(range(len(works)))
+    shuffler = random.Random(0)
     for round_ in range(rounds):
-        for i, work in enumerate(works):
-            elapsed = time_once(work)
+        shuffler.shuffle(order)
+        for i in order:
+            elapsed = time_once(works[i])
             if round_ >= warmup:
                 samples[i].append(elapsed)
         if progress:

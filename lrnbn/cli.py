@@ -354,7 +354,7 @@ def bench_lrn(
     device: str = typer.Option("cpu", help="cpu, cuda or mps."),
     dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or float64."),
     threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's)."),
-    repeats: int = typer.Option(10, min=1, help="Timed rounds; each times every variant once, in turn."),
+    repeats: int = typer.Option(10, min=1, help="Timed rounds; each times every variant once, in a shuffled order."),
     warmup: int = typer.Option(2, min=0, help="Untimed rounds first."),
     sizes: str = typer.Option("1,3,5,7,9,11,15", help="LRN window sizes n."),
     channels_last: bool = typer.Option(False, help="Use a channels_last input."),
@@ -480,7 +480,7 @@ def bench_train(
     batch_size: int = typer.Option(128, min=1, help="Images per step."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's)."),
-    repeats: int = typer.Option(5, min=1, help="Timed rounds; each times every variant once, in turn."),
+    repeats: int = typer.Option(5, min=1, help="Timed rounds; each times every variant once, in a shuffled order."),
     warmup: int = typer.Option(2, min=0, help="Untimed rounds first."),
     norms: str | None = typer.Option(
         None, help="Norms to time, e.g. bn,lrn-fused (lrn-IMPL: an LRN implementation). Default: every one."

@@ -152,6 +152,29 @@ def test_bench_train_bad_options(cli, args, fragment):
     assert result.exit_code == 2 and fragment in result.stderr, result.output
 
 
+def test_each_round_times_every_variant_once_in_its_own_order():
+    from lrnbn.bench import _interleaved
+
+    rounds_seen: list[list[int]] = [[]]
+    works = [lambda i=i: rounds_seen[-1].append(i) for i in range(6)]
+
+    def time_once(work):  # a work's sample is its own index, so a sample filed under another work shows
+        work()
+        return float(rounds_seen[-1][-1])
+
+    def next_round(done, total):
+        rounds_seen.append([])
+
+    samples = _interleaved(works, time_once, repeats=4, warmup=1, progress=next_round)
+    rounds = rounds_seen[:-1]
+    assert len(rounds) == 5 and all(sorted(r) == list(range(6)) for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # not one fixed order
+    assert samples == [[float(i)] * 4 for i in range(6)]
+    rounds_seen[:] = [[]]
+    _interleaved(works, time_once, repeats=4, warmup=1, progress=next_round)
+    assert rounds_seen[:-1] == rounds  # seeded: a rerun times the same orders
+
+
 def test_the_peers_reference_is_tensorflows_formula_by_hand():
     from lrnbn.peers import reference
 
