@@ -454,10 +454,10 @@ void backward_tiles(const scalar_t* x, const scalar_t* g, scalar_t* dx, const La
 // Tiles as wide as the image allows, of 128, 64 or 32 pixels: a tile's fixed costs (its per-channel loop overhead,
 // block look-ups, the prefetches of its rows) are spread over more pixels, and a contiguous tile's rows are longer
 // runs of memory (32 bf16 pixels were one cache line). Kernel calls alone (2 threads, bf16 channels_last, Intel Xeon
-// with AVX-512, fastest of 20, forward + backward): 64x64x32x32 4.2 ms in tiles of 32, 4.7 in tiles of 128; fp32
-// 9.0 and 7.4; AlexNet's conv1 (128x32x32x32) 6.1 and 4.3, conv2 (128x96x16x16) 4.8 and 3.7, an 8x8 conv5
-// (128x128x8x8) 1.6 in tiles of 32 and 1.3 in tiles of 64. Tiles of 256 were slower again. A tile wider than the
-// image computes its zero padding, so a width is taken only where the last tile is at most a quarter padding.
+// with AVX-512 and AMX, fastest of 20, forward + backward): 64x64x32x32 6.1 ms in tiles of 32, 4.7 in tiles of
+// 128 (fp32 9.0 and 7.5); AlexNet's conv1 (128x32x32x32) 6.1 and 4.3, conv2 (128x96x16x16) 4.8 and 3.7; an 8x8
+// conv5 (128x128x8x8) 1.6 in tiles of 32 and 1.3 in tiles of 64. Tiles of 256 were slower again. A tile wider than
+// the image computes its zero padding, so a width is taken only where the last tile is at most a quarter padding.
 constexpr int64_t TILE_WIDTHS[] = {128, 64, 32};
 
 int64_t tile_width(int64_t HW) {
