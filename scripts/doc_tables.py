@@ -156,7 +156,7 @@ def machine_keys_list() -> str:
 
 
 # The benchmark records docs/benchmarks.md tabulates, and which precision and layout each `bench lrn` record holds.
-BENCH_RECORDS = REPO / "results" / "benchmarks-2026-12-04c"
+BENCH_RECORDS = REPO / "results" / "benchmarks-2026-12-05"
 LAYER_RECORDS = {
     ("fp32", "contiguous"): "lrn-float32---no-channels-last.json",
     ("fp32", "channels_last"): "lrn-float32---channels-last.json",
