@@ -337,6 +337,7 @@ def _write_bench(path: Path | None, result: dict, device: str) -> None:
         "git": git_state(),
         "command": sys.argv,
     }
+    path.parent.mkdir(parents=True, exist_ok=True)  # a missing folder must not cost the minutes just measured
     atomic_write_text(path, json.dumps({**result, "machine": machine}, indent=2) + "\n")
 
 

@@ -6,7 +6,7 @@ import pytest
 
 
 def test_bench_lrn_prints_ratios_and_writes_json(cli, tmp_path):
-    out = tmp_path / "bench.json"
+    out = tmp_path / "records" / "bench.json"  # a folder that does not exist yet
     result = cli(
         "bench",
         "lrn",
